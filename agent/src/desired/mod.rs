@@ -1,0 +1,109 @@
+//! Desired state: what the datapath should do, computed from Kubernetes
+//! objects and independent of how the maps lay it out.
+
+mod service;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+pub use service::{ObjectError, compute};
+
+/// Transport protocol of a frontend or backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number, as the kernel and the maps spell it.
+    #[must_use]
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => weir_common::IPPROTO_TCP,
+            Protocol::Udp => weir_common::IPPROTO_UDP,
+        }
+    }
+
+    /// The protocol for an IP protocol number, if weir serves it.
+    #[must_use]
+    pub fn from_number(number: u8) -> Option<Self> {
+        match number {
+            weir_common::IPPROTO_TCP => Some(Protocol::Tcp),
+            weir_common::IPPROTO_UDP => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        })
+    }
+}
+
+/// An address, port and protocol: a frontend (VIP) or a backend (pod).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct L4Addr {
+    /// IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Port, host byte order.
+    pub port: u16,
+    /// Transport protocol.
+    pub proto: Protocol,
+}
+
+impl fmt::Display for L4Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}/{}", self.ip, self.port, self.proto)
+    }
+}
+
+/// `namespace/name` of the Service a frontend belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceName {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One frontend and the backends it balances over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FrontendState {
+    /// The Service (and port name) this frontend comes from, for logs and status.
+    pub service: ServiceName,
+    /// Backends, sorted and without duplicates. Empty: connections are refused.
+    pub backends: Vec<L4Addr>,
+}
+
+/// Everything the load balancer should hold: frontend → backends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DesiredState {
+    /// Keyed by frontend, so two Services claiming one frontend are detected
+    /// when the table is built.
+    pub frontends: BTreeMap<L4Addr, FrontendState>,
+}
+
+impl DesiredState {
+    /// Number of distinct backends over all frontends.
+    #[must_use]
+    pub fn backend_count(&self) -> usize {
+        let mut all: Vec<&L4Addr> = self.frontends.values().flat_map(|f| &f.backends).collect();
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    }
+}

@@ -1,0 +1,250 @@
+//! Services + EndpointSlices → frontends and their backends, with the rules
+//! kube-proxy applies (pkg/proxy/servicechangetracker.go, endpointslicecache.go).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::{DesiredState, FrontendState, L4Addr, Protocol, ServiceName};
+
+/// The label an EndpointSlice carries to say which Service it belongs to.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// One object (or part of one) that could not be used. The rest of the
+/// desired state is computed without it.
+#[derive(Debug, thiserror::Error)]
+#[error("{object}: {reason}")]
+pub struct ObjectError {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// What is wrong with it.
+    #[source]
+    pub reason: Reason,
+}
+
+/// Why an object, or part of it, was skipped.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Reason {
+    /// `spec.clusterIP(s)` is not an IP address.
+    #[error("invalid clusterIP {0:?}")]
+    BadClusterIp(String),
+    /// An endpoint address that is not an IPv4 address in an IPv4 slice.
+    #[error("invalid endpoint address {0:?}")]
+    BadEndpointAddress(String),
+    /// A port outside 1–65535.
+    #[error("port {0} is out of range 1-65535")]
+    PortOutOfRange(i32),
+    /// A protocol weir does not balance (yet): SCTP, or garbage.
+    #[error("unsupported protocol {0:?}")]
+    UnsupportedProtocol(String),
+    /// Two Services claim the same VIP, port and protocol; the first one (by
+    /// namespace/name) keeps it, as the API server would have refused the second.
+    #[error("frontend {frontend} already belongs to Service {owner}")]
+    DuplicateFrontend {
+        /// The contested frontend.
+        frontend: L4Addr,
+        /// The Service that keeps it.
+        owner: ServiceName,
+    },
+}
+
+/// Computes the desired load-balancer state. Objects that cannot be used are
+/// reported in the returned errors and left out; everything else is kept.
+#[must_use]
+pub fn compute(services: &[Service], slices: &[EndpointSlice]) -> (DesiredState, Vec<ObjectError>) {
+    let mut errors = Vec::new();
+    let slices_by_service = index_slices(slices);
+    let mut state = DesiredState::default();
+
+    let mut sorted: Vec<&Service> = services.iter().collect();
+    sorted.sort_by_key(|svc| service_name(svc));
+    for svc in sorted {
+        let name = service_name(svc);
+        let object = format!("Service {name}");
+        let Some(spec) = &svc.spec else { continue };
+        // ExternalName Services are DNS aliases: nothing to program.
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let vips = match cluster_ips(spec.cluster_ip.as_deref(), spec.cluster_ips.as_deref()) {
+            Ok(vips) => vips,
+            Err(reason) => {
+                errors.push(ObjectError { object, reason });
+                continue;
+            }
+        };
+        let svc_slices = slices_by_service.get(&name).map_or(&[][..], Vec::as_slice);
+        for port in spec.ports.iter().flatten() {
+            let (frontend_port, proto) = match port_and_protocol(port.port, port.protocol.as_deref()) {
+                Ok(pp) => pp,
+                Err(reason) => {
+                    errors.push(ObjectError {
+                        object: object.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let backends = backends_for(port, proto, svc_slices, &mut errors);
+            for &ip in &vips {
+                let frontend = L4Addr {
+                    ip,
+                    port: frontend_port,
+                    proto,
+                };
+                if let Some(owner) = state.frontends.get(&frontend) {
+                    let reason = Reason::DuplicateFrontend {
+                        frontend,
+                        owner: owner.service.clone(),
+                    };
+                    errors.push(ObjectError {
+                        object: object.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+                let entry = FrontendState {
+                    service: name.clone(),
+                    backends: backends.clone(),
+                };
+                state.frontends.insert(frontend, entry);
+            }
+        }
+    }
+    (state, errors)
+}
+
+fn service_name(svc: &Service) -> ServiceName {
+    ServiceName {
+        namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: svc.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Groups IPv4 slices by the Service named in their label (same namespace).
+fn index_slices(slices: &[EndpointSlice]) -> BTreeMap<ServiceName, Vec<&EndpointSlice>> {
+    let mut by_service: BTreeMap<ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices {
+        if slice.address_type != "IPv4" {
+            continue;
+        }
+        let labels = slice.metadata.labels.as_ref();
+        let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
+            continue;
+        };
+        let name = ServiceName {
+            namespace: slice
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: service.clone(),
+        };
+        by_service.entry(name).or_default().push(slice);
+    }
+    by_service
+}
+
+/// The IPv4 ClusterIPs of a Service; empty for headless Services ("None").
+fn cluster_ips(cluster_ip: Option<&str>, cluster_ips: Option<&[String]>) -> Result<Vec<Ipv4Addr>, Reason> {
+    let listed: Vec<&str> = match cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().map(String::as_str).collect(),
+        _ => cluster_ip.into_iter().collect(),
+    };
+    let mut vips = Vec::new();
+    for ip in listed {
+        if ip.is_empty() || ip == "None" {
+            continue;
+        }
+        match ip.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(v4)) => vips.push(v4),
+            // IPv6 frontends come with dual-stack support; not an error.
+            Ok(std::net::IpAddr::V6(_)) => {}
+            Err(_) => return Err(Reason::BadClusterIp(ip.to_owned())),
+        }
+    }
+    Ok(vips)
+}
+
+/// Validates a port number and protocol (default TCP, as the API defaults it).
+fn port_and_protocol(port: i32, protocol: Option<&str>) -> Result<(u16, Protocol), Reason> {
+    let proto = match protocol.unwrap_or("TCP") {
+        "TCP" => Protocol::Tcp,
+        "UDP" => Protocol::Udp,
+        other => return Err(Reason::UnsupportedProtocol(other.to_owned())),
+    };
+    match u16::try_from(port) {
+        Ok(p) if p != 0 => Ok((p, proto)),
+        _ => Err(Reason::PortOutOfRange(port)),
+    }
+}
+
+/// Ready backends of one Service port. The EndpointSlice controller has
+/// already resolved `targetPort` (numeric or named) into each slice's ports,
+/// so the slice port with the Service port's name carries the backend port.
+fn backends_for(
+    port: &ServicePort,
+    proto: Protocol,
+    slices: &[&EndpointSlice],
+    errors: &mut Vec<ObjectError>,
+) -> Vec<L4Addr> {
+    let want_name = port.name.as_deref().unwrap_or("");
+    let mut backends = Vec::new();
+    for slice in slices {
+        let object = format!(
+            "EndpointSlice {}/{}",
+            slice.metadata.namespace.as_deref().unwrap_or("default"),
+            slice.metadata.name.as_deref().unwrap_or("")
+        );
+        for slice_port in slice.ports.iter().flatten() {
+            if slice_port.name.as_deref().unwrap_or("") != want_name {
+                continue;
+            }
+            // A slice port without a number means "all ports"; it cannot back
+            // a ClusterIP port, so it is skipped like kube-proxy does.
+            let Some(number) = slice_port.port else {
+                continue;
+            };
+            let backend_port = match port_and_protocol(number, slice_port.protocol.as_deref()) {
+                Ok((p, pr)) if pr == proto => p,
+                Ok(_) => continue,
+                Err(reason) => {
+                    errors.push(ObjectError {
+                        object: object.clone(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            for endpoint in slice.endpoints.iter().flatten() {
+                // `ready` unset means ready (discovery.k8s.io/v1 API docs).
+                let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                if !ready {
+                    continue;
+                }
+                for address in &endpoint.addresses {
+                    match address.parse::<Ipv4Addr>() {
+                        Ok(ip) => backends.push(L4Addr {
+                            ip,
+                            port: backend_port,
+                            proto,
+                        }),
+                        Err(_) => errors.push(ObjectError {
+                            object: object.clone(),
+                            reason: Reason::BadEndpointAddress(address.clone()),
+                        }),
+                    }
+                }
+            }
+        }
+    }
+    backends.sort_unstable();
+    backends.dedup();
+    backends
+}
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;

@@ -1,0 +1,150 @@
+use super::*;
+
+fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    serde_yaml::from_str(yaml).expect("test YAML parses")
+}
+
+fn svc(name: &str, ip: &str, ports: &str) -> Service {
+    parse(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+         spec: {{clusterIP: '{ip}', ports: {ports}}}"
+    ))
+}
+
+fn slice(service: &str, ports: &str, endpoints: &str) -> EndpointSlice {
+    parse(&format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: {service}-x, namespace: default, labels: {{kubernetes.io/service-name: {service}}}}}\n\
+         addressType: IPv4\nports: {ports}\nendpoints: {endpoints}"
+    ))
+}
+
+fn addr(s: &str) -> L4Addr {
+    let (ip, rest) = s.split_once(':').unwrap();
+    let (port, proto) = rest.split_once('/').unwrap();
+    let proto = if proto == "TCP" {
+        Protocol::Tcp
+    } else {
+        Protocol::Udp
+    };
+    L4Addr {
+        ip: ip.parse().unwrap(),
+        port: port.parse().unwrap(),
+        proto,
+    }
+}
+
+fn backends(state: &DesiredState, frontend: &str) -> Vec<String> {
+    state.frontends[&addr(frontend)]
+        .backends
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn port_differs_from_target_port_and_only_ready_endpoints_are_used() {
+    let services = [svc(
+        "echo",
+        "10.96.0.10",
+        "[{name: http, port: 80, targetPort: 8080}]",
+    )];
+    let slices = [slice(
+        "echo",
+        "[{name: http, port: 8080, protocol: TCP}]",
+        "[{addresses: [10.0.0.2], conditions: {ready: true}},
+          {addresses: [10.0.0.3]},
+          {addresses: [10.0.0.4], conditions: {ready: false}}]",
+    )];
+    let (state, errors) = compute(&services, &slices);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        backends(&state, "10.96.0.10:80/TCP"),
+        ["10.0.0.2:8080/TCP", "10.0.0.3:8080/TCP"]
+    );
+}
+
+#[test]
+fn multi_port_service_matches_slice_ports_by_name() {
+    let services = [svc(
+        "multi",
+        "10.96.0.11",
+        "[{name: http, port: 80}, {name: dns, port: 53, protocol: UDP}]",
+    )];
+    let slices = [slice(
+        "multi",
+        "[{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]",
+        "[{addresses: [10.0.0.2]}]",
+    )];
+    let (state, errors) = compute(&services, &slices);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(backends(&state, "10.96.0.11:80/TCP"), ["10.0.0.2:8080/TCP"]);
+    assert_eq!(backends(&state, "10.96.0.11:53/UDP"), ["10.0.0.2:5353/UDP"]);
+}
+
+#[test]
+fn headless_and_external_name_services_program_nothing() {
+    let headless = svc("headless", "None", "[{port: 80}]");
+    let external: Service = parse(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\n\
+         spec: {type: ExternalName, externalName: example.invalid}",
+    );
+    let (state, errors) = compute(&[headless, external], &[]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(state.frontends.is_empty());
+}
+
+#[test]
+fn service_without_endpoints_has_a_frontend_with_no_backends() {
+    let (state, _) = compute(&[svc("lonely", "10.96.0.12", "[{port: 80}]")], &[]);
+    assert_eq!(backends(&state, "10.96.0.12:80/TCP"), [] as [std::string::String; 0]);
+}
+
+#[test]
+fn bad_objects_are_reported_and_the_rest_is_kept() {
+    let services = [
+        svc("bad-ip", "10.96.0.300", "[{port: 80}]"),
+        svc(
+            "bad-port",
+            "10.96.0.13",
+            "[{name: a, port: 70000}, {name: b, port: 81}]",
+        ),
+        svc("sctp", "10.96.0.14", "[{port: 80, protocol: SCTP}]"),
+        svc("good", "10.96.0.15", "[{port: 80}]"),
+    ];
+    let slices = [slice(
+        "good",
+        "[{port: 80}]",
+        "[{addresses: [not-an-ip, 10.0.0.9]}]",
+    )];
+    let (state, errors) = compute(&services, &slices);
+    let reasons: Vec<&Reason> = errors.iter().map(|e| &e.reason).collect();
+    assert!(reasons.contains(&&Reason::BadClusterIp("10.96.0.300".into())));
+    assert!(reasons.contains(&&Reason::PortOutOfRange(70000)));
+    assert!(reasons.contains(&&Reason::UnsupportedProtocol("SCTP".into())));
+    assert!(reasons.contains(&&Reason::BadEndpointAddress("not-an-ip".into())));
+    assert_eq!(backends(&state, "10.96.0.15:80/TCP"), ["10.0.0.9:80/TCP"]);
+    assert!(state.frontends.contains_key(&addr("10.96.0.13:81/TCP")));
+    assert_eq!(state.frontends.len(), 2);
+}
+
+#[test]
+fn second_service_claiming_a_frontend_is_rejected() {
+    let services = [
+        svc("b", "10.96.0.16", "[{port: 80}]"),
+        svc("a", "10.96.0.16", "[{port: 80}]"),
+    ];
+    let (state, errors) = compute(&services, &[]);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(state.frontends[&addr("10.96.0.16:80/TCP")].service.name, "a");
+}
+
+#[test]
+fn slices_of_other_namespaces_or_services_are_ignored() {
+    let services = [svc("echo", "10.96.0.17", "[{port: 80}]")];
+    let mut other_ns = slice("echo", "[{port: 80}]", "[{addresses: [10.0.0.5]}]");
+    other_ns.metadata.namespace = Some("other".into());
+    let other_svc = slice("not-echo", "[{port: 80}]", "[{addresses: [10.0.0.6]}]");
+    let (state, _) = compute(&services, &[other_ns, other_svc]);
+    assert_eq!(backends(&state, "10.96.0.17:80/TCP"), [] as [std::string::String; 0]);
+}

@@ -1,0 +1,93 @@
+//! `weir-agent`: the node agent binary.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
+use weir_agent::reconcile::Reconciler;
+use weir_agent::standalone;
+
+/// weir node agent: programs the eBPF load balancer from Kubernetes objects.
+///
+/// Standalone mode reads Service and EndpointSlice YAML from a directory
+/// (the files you would `kubectl apply`) and follows changes to it.
+///
+/// Example:
+///   weir-agent --manifests ./examples/lab --bpffs /sys/fs/bpf/weir \
+///       --cgroup /sys/fs/cgroup/unified/weir
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// Directory of Service / EndpointSlice manifests (standalone mode).
+    #[arg(long, env = "WEIR_MANIFESTS")]
+    manifests: PathBuf,
+    /// bpffs directory to pin maps under (must be on a mounted bpffs).
+    #[arg(long, env = "WEIR_BPFFS", default_value = "/sys/fs/bpf/weir")]
+    bpffs: PathBuf,
+    /// cgroup v2 directory whose processes get socket-level load balancing.
+    #[arg(long, env = "WEIR_CGROUP", default_value = "/sys/fs/cgroup")]
+    cgroup: PathBuf,
+    /// Write a JSON status document here after every reconcile.
+    #[arg(long, env = "WEIR_STATUS_FILE")]
+    status_file: Option<PathBuf>,
+    /// How often to check the manifest directory for changes, in milliseconds.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    poll_interval_ms: u64,
+    /// Load this eBPF object instead of the one built into the binary.
+    #[arg(long)]
+    bpf_object: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let args = Args::parse();
+
+    let object = match &args.bpf_object {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => EMBEDDED_OBJECT.to_vec(),
+    };
+    std::fs::create_dir_all(&args.bpffs)
+        .with_context(|| format!("creating pin directory {}", args.bpffs.display()))?;
+    let (_datapath, maps) = Datapath::load(&object, &args.bpffs, &args.cgroup)?;
+    tracing::info!(bpffs = %args.bpffs.display(), cgroup = %args.cgroup.display(), "datapath loaded");
+
+    let options = standalone::Options {
+        manifests: args.manifests,
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        status_file: args.status_file,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut reconciler = Reconciler::new(maps);
+        standalone::run(&options, &mut reconciler, shutdown_signal()).await;
+    });
+    tracing::info!("shutting down; maps stay pinned, programs detach");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the agent");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,75 @@
+//! [`LbMaps`] over the real eBPF hash maps, pinned in bpffs by the loader.
+
+use aya::maps::{HashMap, Map, MapData, MapError};
+use weir_common::lb::{BACKENDS_MAP, SERVICES_MAP};
+use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
+
+use super::{Error, LbMaps, Result};
+
+/// The pinned service and backend maps.
+pub struct PinnedLbMaps {
+    services: HashMap<MapData, Service4Key, Service4Value>,
+    backends: HashMap<MapData, BackendId, Backend4>,
+}
+
+impl PinnedLbMaps {
+    /// Wraps the maps taken out of a loaded eBPF object.
+    pub fn new(services: Option<Map>, backends: Option<Map>) -> Result<Self> {
+        let services = services.ok_or(Error::Missing(SERVICES_MAP))?;
+        let backends = backends.ok_or(Error::Missing(BACKENDS_MAP))?;
+        Ok(Self {
+            services: HashMap::try_from(services).map_err(map_err(SERVICES_MAP, "open"))?,
+            backends: HashMap::try_from(backends).map_err(map_err(BACKENDS_MAP, "open"))?,
+        })
+    }
+}
+
+fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map { map, op, source }
+}
+
+/// Deleting a key that is not there is success: it makes deletes idempotent.
+fn ignore_missing(result: std::result::Result<(), MapError>) -> std::result::Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+impl LbMaps for PinnedLbMaps {
+    fn services(&self) -> Result<Vec<(Service4Key, Service4Value)>> {
+        // aya's iterator skips keys deleted between listing and lookup.
+        self.services
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(SERVICES_MAP, "iterate"))
+    }
+
+    fn backends(&self) -> Result<Vec<(BackendId, Backend4)>> {
+        self.backends
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(BACKENDS_MAP, "iterate"))
+    }
+
+    fn put_service(&mut self, key: &Service4Key, value: &Service4Value) -> Result<()> {
+        self.services
+            .insert(key, value, 0)
+            .map_err(map_err(SERVICES_MAP, "update"))
+    }
+
+    fn delete_service(&mut self, key: &Service4Key) -> Result<()> {
+        ignore_missing(self.services.remove(key)).map_err(map_err(SERVICES_MAP, "delete"))
+    }
+
+    fn put_backend(&mut self, id: BackendId, backend: &Backend4) -> Result<()> {
+        self.backends
+            .insert(&id, backend, 0)
+            .map_err(map_err(BACKENDS_MAP, "update"))
+    }
+
+    fn delete_backend(&mut self, id: BackendId) -> Result<()> {
+        ignore_missing(self.backends.remove(&id)).map_err(map_err(BACKENDS_MAP, "delete"))
+    }
+}

@@ -1,0 +1,109 @@
+//! The reconciler: the only writer of the load-balancer maps.
+//!
+//! Each pass diffs the desired layout against what the maps hold and writes
+//! only the difference, in an order that keeps every intermediate state
+//! consistent for the datapath:
+//!
+//! 1. new or changed backends (nothing points at them yet);
+//! 2. new or changed backend slots (not reachable until the master count says so);
+//! 3. master entries (a frontend appears, or its count changes);
+//! 4. stale master entries (a frontend disappears as one write);
+//! 5. stale slots (beyond every count by now);
+//! 6. stale backends (no slot names them any more).
+//!
+//! A failed pass leaves the maps in one of those consistent states and is
+//! simply run again: every write is idempotent.
+
+pub mod layout;
+
+use std::collections::BTreeMap;
+
+use crate::desired::DesiredState;
+use crate::maps::{self, LbMaps};
+
+pub use layout::Layout;
+
+/// What one reconcile pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Frontends now programmed.
+    pub frontends: usize,
+    /// Backends now programmed.
+    pub backends: usize,
+    /// Entries inserted or replaced.
+    pub updated: usize,
+    /// Entries deleted.
+    pub deleted: usize,
+}
+
+/// Owns the maps and brings them to the desired state.
+pub struct Reconciler<M> {
+    maps: M,
+}
+
+impl<M: LbMaps> Reconciler<M> {
+    /// A reconciler over `maps`. Nothing is written until [`Self::reconcile`].
+    pub fn new(maps: M) -> Self {
+        Self { maps }
+    }
+
+    /// The maps, for inspection.
+    pub fn maps(&self) -> &M {
+        &self.maps
+    }
+
+    /// Brings the maps to `desired`. Entries the maps hold but `desired` does
+    /// not are pruned, so call this only with a complete desired state.
+    pub fn reconcile(&mut self, desired: &DesiredState) -> maps::Result<Summary> {
+        let current_services: BTreeMap<_, _> = self.maps.services()?.into_iter().collect();
+        let current_backends: BTreeMap<_, _> = self.maps.backends()?.into_iter().collect();
+        let want = layout::layout(desired, &current_backends);
+        let mut summary = Summary {
+            frontends: want.services.keys().filter(|k| k.backend_slot == 0).count(),
+            backends: want.backends.len(),
+            ..Summary::default()
+        };
+
+        for (id, value) in &want.backends {
+            if current_backends.get(id) != Some(value) {
+                self.maps.put_backend(*id, value)?;
+                summary.updated += 1;
+            }
+        }
+        // Slots before masters: a master count never points at an unwritten slot.
+        for master in [false, true] {
+            for (key, value) in want
+                .services
+                .iter()
+                .filter(|(k, _)| (k.backend_slot == 0) == master)
+            {
+                if current_services.get(key) != Some(value) {
+                    self.maps.put_service(key, value)?;
+                    summary.updated += 1;
+                }
+            }
+        }
+        // Masters before slots: a frontend disappears in one write.
+        for master in [true, false] {
+            for key in current_services
+                .keys()
+                .filter(|k| (k.backend_slot == 0) == master)
+            {
+                if !want.services.contains_key(key) {
+                    self.maps.delete_service(key)?;
+                    summary.deleted += 1;
+                }
+            }
+        }
+        for id in current_backends.keys() {
+            if !want.backends.contains_key(id) {
+                self.maps.delete_backend(*id)?;
+                summary.deleted += 1;
+            }
+        }
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests;

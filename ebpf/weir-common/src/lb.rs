@@ -1,0 +1,77 @@
+//! Load-balancer maps: service frontends and their backends (IPv4).
+//!
+//! The service map follows the "master entry plus slots" layout used by
+//! Cilium's `lb4_services`: slot 0 of a frontend holds the number of backend
+//! slots; slots `1..=count` each name one backend id. One lookup finds the
+//! frontend, a second picks a slot, a third resolves the backend. Updating a
+//! frontend writes the slots first and the master entry last, so a datapath
+//! reader never sees a count that points past the written slots.
+
+/// Name of the service map: `BPF_MAP_TYPE_HASH`, [`Service4Key`] → [`Service4Value`].
+pub const SERVICES_MAP: &str = "weir_lb4_services_v1";
+/// Capacity of [`SERVICES_MAP`] (frontends × (backends + 1) entries).
+pub const SERVICES_MAP_CAPACITY: u32 = 65_536;
+/// Name of the backend map: `BPF_MAP_TYPE_HASH`, [`BackendId`] → [`Backend4`].
+pub const BACKENDS_MAP: &str = "weir_lb4_backends_v1";
+/// Capacity of [`BACKENDS_MAP`].
+pub const BACKENDS_MAP_CAPACITY: u32 = 65_536;
+
+/// Identifier of a backend in [`BACKENDS_MAP`] (host byte order, never 0).
+pub type BackendId = u32;
+
+/// Key of [`SERVICES_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Service4Key {
+    /// Frontend IPv4 address, network byte order.
+    pub address: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// 0 for the master entry; `1..=count` for backend slots. Host byte order.
+    pub backend_slot: u16,
+    /// IP protocol number ([`crate::IPPROTO_TCP`], [`crate::IPPROTO_UDP`]).
+    pub proto: u8,
+    /// Explicit padding; always zero so equal keys hash equally.
+    pub pad: [u8; 3],
+}
+
+/// Value of [`SERVICES_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Service4Value {
+    /// Slot entries: the backend this slot points to. Master entry: 0.
+    pub backend_id: BackendId,
+    /// Master entry: number of backend slots (0 = no ready backend; reject).
+    /// Slot entries: 0.
+    pub count: u16,
+    /// Reserved for service flags (traffic policies, affinity); zero for now.
+    pub flags: u16,
+}
+
+/// Value of [`BACKENDS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Backend4 {
+    /// Backend IPv4 address, network byte order.
+    pub address: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Reserved for backend state flags; zero for now.
+    pub flags: u8,
+}
+
+const _: () = assert!(core::mem::size_of::<Service4Key>() == 12);
+const _: () = assert!(core::mem::size_of::<Service4Value>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend4>() == 8);
+
+// SAFETY: all three types are `repr(C)`, `Copy`, made only of integers, and
+// have no implicit padding (checked by the size asserts above), so every bit
+// pattern is valid and reading them from a map is sound.
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Service4Key {}
+    unsafe impl aya::Pod for super::Service4Value {}
+    unsafe impl aya::Pod for super::Backend4 {}
+}

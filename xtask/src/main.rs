@@ -1,0 +1,78 @@
+//! `cargo xtask`: build, lab and test orchestration for weir.
+
+mod build;
+mod cmd;
+mod lab;
+mod test;
+mod toolchain;
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// weir's developer tasks. Start with `./x lab` (which calls `cargo xtask lab`).
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install missing tools (nightly rust-src, bpf-linker), build the eBPF
+    /// object and the binaries.
+    Build {
+        /// Build the userspace binaries with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run the one-node lab: pods behind a node netns, a ClusterIP
+    /// answered by the eBPF datapath (root).
+    Lab,
+    /// Build, then run unit tests and the privileged integration tests (root).
+    Test {
+        /// Only the unit tests (no root needed).
+        #[arg(long)]
+        unit: bool,
+        /// Only privileged tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let root = workspace_root()?;
+    match args.task {
+        Task::Build { release } => {
+            let profile = if release {
+                build::Profile::Release
+            } else {
+                build::Profile::Dev
+            };
+            let built = build::build(&root, profile)?;
+            eprintln!("xtask: eBPF object {}", built.object.display());
+            eprintln!("xtask: binaries in {}", built.bin_dir.display());
+            Ok(())
+        }
+        Task::Lab => {
+            if !cmd::is_root() {
+                bail!(
+                    "the lab builds network namespaces, cgroups and a bpffs: run it as root (`sudo ./x lab`)"
+                );
+            }
+            let built = build::build(&root, build::Profile::Dev)?;
+            lab::run(&root, &built.bin_dir)
+        }
+        Task::Test { unit, filter } => test::test(&root, unit, filter.as_deref()),
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").context("run this through `cargo xtask`")?;
+    PathBuf::from(manifest)
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask has no parent directory")
+}
