@@ -97,7 +97,10 @@ fn headless_and_external_name_services_program_nothing() {
 #[test]
 fn service_without_endpoints_has_a_frontend_with_no_backends() {
     let (state, _) = compute(&[svc("lonely", "10.96.0.12", "[{port: 80}]")], &[]);
-    assert_eq!(backends(&state, "10.96.0.12:80/TCP"), [] as [std::string::String; 0]);
+    assert_eq!(
+        backends(&state, "10.96.0.12:80/TCP"),
+        [] as [std::string::String; 0]
+    );
 }
 
 #[test]
@@ -146,5 +149,8 @@ fn slices_of_other_namespaces_or_services_are_ignored() {
     other_ns.metadata.namespace = Some("other".into());
     let other_svc = slice("not-echo", "[{port: 80}]", "[{addresses: [10.0.0.6]}]");
     let (state, _) = compute(&services, &[other_ns, other_svc]);
-    assert_eq!(backends(&state, "10.96.0.17:80/TCP"), [] as [std::string::String; 0]);
+    assert_eq!(
+        backends(&state, "10.96.0.17:80/TCP"),
+        [] as [std::string::String; 0]
+    );
 }

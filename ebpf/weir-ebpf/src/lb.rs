@@ -6,8 +6,7 @@ use weir_common::lb::{
 };
 
 #[map(name = "weir_lb4_services_v1")]
-static SERVICES: HashMap<Service4Key, Service4Value> =
-    HashMap::pinned(SERVICES_MAP_CAPACITY, 0);
+static SERVICES: HashMap<Service4Key, Service4Value> = HashMap::pinned(SERVICES_MAP_CAPACITY, 0);
 
 #[map(name = "weir_lb4_backends_v1")]
 static BACKENDS: HashMap<BackendId, Backend4> = HashMap::pinned(BACKENDS_MAP_CAPACITY, 0);

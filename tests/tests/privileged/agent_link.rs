@@ -1,0 +1,69 @@
+//! The answers really come through the agent's eBPF program: no program (agent
+//! stopped) or no Service in its maps (empty manifests) means no answer.
+
+use std::net::SocketAddrV4;
+
+use crate::common::{
+    CLIENT, ECHO_PODS, ECHO_PORT, ECHO_TARGET_PORT, ECHO_VIP, Expect, TRIES_FOR_ALL, check_table,
+    copy_examples, echo_node, echo_node_with_agent,
+};
+
+const ECHO_ALL: &[&str] = &["echo-a", "echo-b", "echo-c"];
+
+fn vip_row(answered_by: &'static [&'static str], tries: u32) -> Expect<'static> {
+    Expect {
+        source: CLIENT,
+        destination: SocketAddrV4::new(ECHO_VIP, ECHO_PORT),
+        answered_by,
+        tries,
+    }
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn requests_fail_once_the_agent_and_its_cgroup_link_are_gone() {
+    let mut node = echo_node_with_agent();
+    check_table(&node, &[vip_row(ECHO_ALL, TRIES_FOR_ALL)]);
+
+    let stopped = node.stop_agent();
+    let exit = node.expect(stopped, "stopping weir-agent");
+    assert!(
+        exit.success(),
+        "weir-agent did not exit cleanly on SIGTERM: {exit}"
+    );
+
+    check_table(
+        &node,
+        &[
+            vip_row(&[], 5),
+            // The pods themselves are fine: only the rewrite is gone.
+            Expect {
+                source: CLIENT,
+                destination: SocketAddrV4::new(ECHO_PODS[0].1, ECHO_TARGET_PORT),
+                answered_by: &["echo-a"],
+                tries: 5,
+            },
+        ],
+    );
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn an_agent_without_manifests_rewrites_nothing_until_they_appear() {
+    let mut node = echo_node();
+    let started = node.start_agent();
+    let status = node.expect(started, "starting weir-agent on an empty directory");
+    assert_eq!(
+        (status.frontends, status.backends),
+        (0, 0),
+        "agent status with no manifests: {status:?}"
+    );
+    check_table(&node, &[vip_row(&[], 5)]);
+
+    copy_examples(&node);
+    let loaded = node.wait_for_status("the example Service and its 3 backends", |status| {
+        status.frontends == 1 && status.backends == 3
+    });
+    node.expect(loaded, "waiting for the agent to load examples/lab");
+    check_table(&node, &[vip_row(ECHO_ALL, TRIES_FOR_ALL)]);
+}

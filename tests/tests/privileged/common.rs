@@ -1,0 +1,173 @@
+//! Topologies and expectations shared by the tests.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weir_tests::{Binaries, Node, Replies, RunKind, ServiceSpec};
+
+/// The example Service's ClusterIP (examples/lab/service.yaml).
+pub const ECHO_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// The example Service's port.
+pub const ECHO_PORT: u16 = 80;
+
+/// Where the echo pods listen (the Service's targetPort).
+pub const ECHO_TARGET_PORT: u16 = 8080;
+
+/// The example backends, in creation order, with the addresses the example
+/// EndpointSlice expects `weir-cni` to hand out.
+pub const ECHO_PODS: [(&str, Ipv4Addr); 3] = [
+    ("echo-a", Ipv4Addr::new(10, 244, 1, 2)),
+    ("echo-b", Ipv4Addr::new(10, 244, 1, 3)),
+    ("echo-c", Ipv4Addr::new(10, 244, 1, 4)),
+];
+
+/// The pod requests come from.
+pub const CLIENT: &str = "client";
+
+/// Per-attempt limit. A rewritten connect is answered in microseconds; this only
+/// bounds how long a failing attempt may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// Tries within which every one of three random backends must have answered:
+/// the chance that one is missed by chance is 3·(2/3)^60 < 1e-10.
+pub const TRIES_FOR_ALL: u32 = 60;
+
+/// The binaries under test, with the `weir-probe` cargo built for this test.
+pub fn binaries() -> Binaries {
+    Binaries::from_env().with_probe(env!("CARGO_BIN_EXE_weir-probe"))
+}
+
+/// `examples/lab` of the workspace.
+pub fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")
+}
+
+/// An empty node (netns, cgroup, bpffs).
+pub fn empty_node() -> Node {
+    Node::new(binaries(), RunKind::Test).unwrap_or_else(|err| panic!("building a node: {err:#}"))
+}
+
+/// The lab's pods without the agent: echo-a/b/c serving their names on 8080,
+/// then the client pod, all attached by `weir-cni` in that order. The manifest
+/// directory is still empty.
+pub fn echo_node() -> Node {
+    let mut node = empty_node();
+    for (name, expected_ip) in ECHO_PODS {
+        let added = node_add_pod(&mut node, name);
+        let pod = node.expect(added, "adding an echo pod");
+        assert_eq!(
+            pod, expected_ip,
+            "weir-cni gave {name} {pod}, but examples/lab/endpointslice.yaml expects {expected_ip}"
+        );
+        let served = node.serve(name, name, ECHO_TARGET_PORT);
+        node.expect(served, "starting an echo server");
+    }
+    let client = node_add_pod(&mut node, CLIENT);
+    node.expect(client, "adding the client pod");
+    node
+}
+
+/// Copies examples/lab into the agent's manifest directory.
+pub fn copy_examples(node: &Node) {
+    let copied = node.expect(
+        node.manifests().copy_from(&examples_dir()),
+        "copying examples/lab",
+    );
+    assert_eq!(
+        copied,
+        ["endpointslice.yaml", "service.yaml"],
+        "examples/lab changed"
+    );
+}
+
+/// [`echo_node`] with the agent running on the example manifests.
+pub fn echo_node_with_agent() -> Node {
+    let mut node = echo_node();
+    copy_examples(&node);
+    let started = node.start_agent();
+    let status = node.expect(started, "starting weir-agent");
+    assert_eq!(
+        (status.frontends, status.backends),
+        (1, 3),
+        "agent status after loading examples/lab: {status:?}"
+    );
+    node
+}
+
+/// The example `echo` Service with only the given backends (same names and
+/// ports as examples/lab, so it can replace those files).
+pub fn echo_service(endpoints: &[(&str, Ipv4Addr)]) -> ServiceSpec {
+    ServiceSpec {
+        name: "echo".to_owned(),
+        cluster_ip: ECHO_VIP,
+        port_name: "http".to_owned(),
+        port: ECHO_PORT,
+        target_port: ECHO_TARGET_PORT,
+        endpoints: endpoints
+            .iter()
+            .map(|(pod, ip)| ((*pod).to_owned(), *ip))
+            .collect(),
+    }
+}
+
+/// Adds pod `name` and returns its IP.
+fn node_add_pod(node: &mut Node, name: &str) -> anyhow::Result<Ipv4Addr> {
+    node.add_pod(name).map(|pod| pod.ip)
+}
+
+/// `tries` connections from `from` to `to`; panics if the probe itself could not run.
+pub fn request(node: &Node, from: &str, to: SocketAddrV4, tries: u32) -> Replies {
+    node.expect(
+        node.connect(from, to, tries, ATTEMPT_TIMEOUT),
+        &format!("probing {to} from {from}"),
+    )
+}
+
+/// One row of an expectation table: from `source`, connections to `destination`
+/// are answered by exactly the servers in `answered_by` (all of them, and only
+/// them) — or, if it is empty, by nobody.
+pub struct Expect<'a> {
+    /// Pod the connections come from.
+    pub source: &'a str,
+    /// Address dialled.
+    pub destination: SocketAddrV4,
+    /// Names of the servers that must answer; empty: every attempt must fail.
+    pub answered_by: &'a [&'a str],
+    /// Attempts to make.
+    pub tries: u32,
+}
+
+/// Checks every row, then panics listing every row that failed.
+pub fn check_table(node: &Node, rows: &[Expect<'_>]) {
+    let mut failures = Vec::new();
+    for row in rows {
+        let replies = request(node, row.source, row.destination, row.tries);
+        let answered: BTreeSet<&str> = replies.counts().keys().copied().collect();
+        let expected: BTreeSet<&str> = row.answered_by.iter().copied().collect();
+        let ok = if expected.is_empty() {
+            replies.none_answered()
+        } else {
+            replies.all_answered() && answered == expected
+        };
+        if !ok {
+            failures.push(format!(
+                "{} -> {}: expected {} in {} tries, got answers {:?}, failures {:?}",
+                row.source,
+                row.destination,
+                if expected.is_empty() {
+                    "no answer".to_owned()
+                } else {
+                    format!("exactly {expected:?}")
+                },
+                row.tries,
+                replies.counts(),
+                replies.failures(),
+            ));
+        }
+    }
+    // The node's drop prints the agent's log after this panic.
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -1,0 +1,12 @@
+//! Privileged integration tests of weir: real `weir-cni`, real `weir-agent`, real
+//! eBPF, inside throwaway network namespaces.
+//!
+//! Every test is `#[ignore]`d so a plain `cargo test` (no root, no BPF) passes;
+//! `cargo xtask test` runs them as root with `--ignored`. Each test builds its
+//! own [`weir_tests::Node`], so they run in parallel, and each one's `Drop`
+//! removes it — after a failure too, printing the agent's log first.
+
+mod agent_link;
+mod clusterip;
+mod cni;
+mod common;
