@@ -6,16 +6,19 @@
 //! ```text
 //! source (directory of YAML; kube watchers later)
 //!     → desired state (frontends → backends, plain Rust values)
-//!     → reconciler (the only writer of the maps: diff, write, prune)
-//!     → maps (pinned in bpffs; an in-memory fake for unit tests)
+//!     → reconcilers (the only writers: diff, write, prune)
+//!     → maps (pinned in bpffs; an in-memory fake for unit tests),
+//!       routes to other nodes' pods, the node's CNI conflist
 //! ```
 //!
 //! Sources never touch maps and the reconciler never reads Kubernetes objects.
 
+pub mod cni_config;
 pub mod datapath;
 pub mod desired;
 pub mod maps;
 pub mod reconcile;
+pub mod routes;
 pub mod source;
 pub mod standalone;
 pub mod status;

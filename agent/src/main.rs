@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use weir_agent::cni_config::CniConfig;
 use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
 use weir_agent::reconcile::Reconciler;
 use weir_agent::standalone;
@@ -36,6 +37,19 @@ struct Args {
     /// How often to check the manifest directory for changes, in milliseconds.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     poll_interval_ms: u64,
+    /// Name of this node's Node object: enables routes to the other nodes'
+    /// pods and writing this node's CNI config.
+    #[arg(long, env = "WEIR_NODE_NAME")]
+    node_name: Option<String>,
+    /// Where to write the node's CNI conflist.
+    #[arg(long, env = "WEIR_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
+    cni_conf_dir: PathBuf,
+    /// The CNI plugin's IPAM store, written into the conflist.
+    #[arg(long, env = "WEIR_CNI_DATA_DIR", default_value = "/var/lib/cni/weir")]
+    cni_data_dir: PathBuf,
+    /// MTU of pod interfaces, written into the conflist.
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    pod_mtu: u32,
     /// Load this eBPF object instead of the one built into the binary.
     #[arg(long)]
     bpf_object: Option<PathBuf>,
@@ -64,6 +78,14 @@ fn main() -> anyhow::Result<()> {
         manifests: args.manifests,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         status_file: args.status_file,
+        node: args.node_name.map(|name| standalone::NodeOptions {
+            name,
+            cni: CniConfig {
+                conf_dir: args.cni_conf_dir,
+                data_dir: args.cni_data_dir,
+                mtu: args.pod_mtu,
+            },
+        }),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

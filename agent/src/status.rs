@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Serialize;
 
 /// What the status file holds.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Status {
     /// Number of successful reconciles since start (1 after the first).
     pub generation: u64,
@@ -14,6 +14,10 @@ pub struct Status {
     pub frontends: usize,
     /// Backends programmed.
     pub backends: usize,
+    /// Routes to other nodes' pods in place.
+    pub node_routes: usize,
+    /// This node's podCIDR, once known (`null` without `--node-name`).
+    pub pod_cidr: Option<String>,
 }
 
 /// Writes `status` to `path` atomically (temp file + rename), so a reader

@@ -1,13 +1,17 @@
 //! Desired state: what the datapath should do, computed from Kubernetes
 //! objects and independent of how the maps lay it out.
 
+mod error;
+mod node;
 mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-pub use service::{ObjectError, compute};
+pub use error::{ObjectError, Reason};
+pub use node::{LocalNode, NodeRoute, NodeState, compute_nodes};
+pub use service::compute;
 
 /// Transport protocol of a frontend or backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,48 +7,10 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::{DesiredState, FrontendState, L4Addr, Protocol, ServiceName};
+use super::{DesiredState, FrontendState, L4Addr, ObjectError, Protocol, Reason, ServiceName};
 
 /// The label an EndpointSlice carries to say which Service it belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-
-/// One object (or part of one) that could not be used. The rest of the
-/// desired state is computed without it.
-#[derive(Debug, thiserror::Error)]
-#[error("{object}: {reason}")]
-pub struct ObjectError {
-    /// `Kind namespace/name`.
-    pub object: String,
-    /// What is wrong with it.
-    #[source]
-    pub reason: Reason,
-}
-
-/// Why an object, or part of it, was skipped.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Reason {
-    /// `spec.clusterIP(s)` is not an IP address.
-    #[error("invalid clusterIP {0:?}")]
-    BadClusterIp(String),
-    /// An endpoint address that is not an IPv4 address in an IPv4 slice.
-    #[error("invalid endpoint address {0:?}")]
-    BadEndpointAddress(String),
-    /// A port outside 1–65535.
-    #[error("port {0} is out of range 1-65535")]
-    PortOutOfRange(i32),
-    /// A protocol weir does not balance (yet): SCTP, or garbage.
-    #[error("unsupported protocol {0:?}")]
-    UnsupportedProtocol(String),
-    /// Two Services claim the same VIP, port and protocol; the first one (by
-    /// namespace/name) keeps it, as the API server would have refused the second.
-    #[error("frontend {frontend} already belongs to Service {owner}")]
-    DuplicateFrontend {
-        /// The contested frontend.
-        frontend: L4Addr,
-        /// The Service that keeps it.
-        owner: ServiceName,
-    },
-}
 
 /// Computes the desired load-balancer state. Objects that cannot be used are
 /// reported in the returned errors and left out; everything else is kept.

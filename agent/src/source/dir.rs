@@ -140,6 +140,7 @@ fn add_object(value: serde_yaml::Value, objects: &mut Objects) -> std::result::R
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "Service") => objects.services.push(typed(value, "Service")?),
         ("discovery.k8s.io/v1", "EndpointSlice") => objects.slices.push(typed(value, "EndpointSlice")?),
+        ("v1", "Node") => objects.nodes.push(typed(value, "Node")?),
         ("v1", "List") => {
             let items = value
                 .get("items")

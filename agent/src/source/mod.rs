@@ -3,7 +3,7 @@
 
 pub mod dir;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 /// The objects the desired state is computed from.
@@ -13,4 +13,6 @@ pub struct Objects {
     pub services: Vec<Service>,
     /// EndpointSlices.
     pub slices: Vec<EndpointSlice>,
+    /// Nodes (this node's podCIDR; routes to the others).
+    pub nodes: Vec<Node>,
 }

@@ -1,0 +1,54 @@
+//! Why an object, or part of one, is left out of the desired state.
+
+use super::{L4Addr, ServiceName};
+
+/// One object (or part of one) that could not be used. The rest of the
+/// desired state is computed without it.
+#[derive(Debug, thiserror::Error)]
+#[error("{object}: {reason}")]
+pub struct ObjectError {
+    /// `Kind namespace/name`.
+    pub object: String,
+    /// What is wrong with it.
+    #[source]
+    pub reason: Reason,
+}
+
+/// Why an object, or part of it, was skipped.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Reason {
+    /// `spec.clusterIP(s)` is not an IP address.
+    #[error("invalid clusterIP {0:?}")]
+    BadClusterIp(String),
+    /// An endpoint address that is not an IPv4 address in an IPv4 slice.
+    #[error("invalid endpoint address {0:?}")]
+    BadEndpointAddress(String),
+    /// A port outside 1–65535.
+    #[error("port {0} is out of range 1-65535")]
+    PortOutOfRange(i32),
+    /// A protocol weir does not balance (yet): SCTP, or garbage.
+    #[error("unsupported protocol {0:?}")]
+    UnsupportedProtocol(String),
+    /// A podCIDR that is not an IPv4 network.
+    #[error("invalid podCIDR {0:?}")]
+    BadPodCidr(String),
+    /// This node's podCIDR overlaps another node's.
+    #[error("podCIDR {cidr} overlaps node {other}'s {other_cidr}")]
+    OverlappingPodCidr {
+        /// The skipped node's podCIDR.
+        cidr: String,
+        /// The node that keeps its podCIDR.
+        other: String,
+        /// That node's podCIDR.
+        other_cidr: String,
+    },
+    /// Two Services claim the same VIP, port and protocol; the first one (by
+    /// namespace/name) keeps it, as the API server would have refused the second.
+    #[error("frontend {frontend} already belongs to Service {owner}")]
+    DuplicateFrontend {
+        /// The contested frontend.
+        frontend: L4Addr,
+        /// The Service that keeps it.
+        owner: ServiceName,
+    },
+}
