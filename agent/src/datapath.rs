@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::lb::{BACKENDS_MAP, SERVICES_MAP};
+use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP};
 
-use crate::maps::{self, PinnedLbMaps};
+use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
 
 /// The eBPF object built into this binary by `cargo xtask build` (empty when
 /// the agent was built without the BPF toolchain).
@@ -15,6 +16,9 @@ pub static EMBEDDED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OU
 
 /// Name of the cgroup `connect4` program in the object.
 const CONNECT4: &str = "weir_connect4";
+/// Names of the masquerade TC programs in the object.
+const MASQ_EGRESS: &str = "weir_masq_egress";
+const MASQ_INGRESS: &str = "weir_masq_ingress";
 
 /// Errors loading or attaching the datapath.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +64,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A device name with a NUL byte in it.
+    #[error("invalid device name {0:?}")]
+    DeviceName(String),
+    /// A TC program could not be attached to the uplink.
+    #[error("cannot attach {name} to device {device}")]
+    Device {
+        /// The program.
+        name: &'static str,
+        /// The device.
+        device: String,
+        /// Why.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     /// The pinned maps could not be opened.
     #[error(transparent)]
     Maps(#[from] maps::Error),
@@ -68,16 +86,31 @@ pub enum Error {
 /// Result of datapath operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The loaded programs. Dropping it detaches them (the cgroup link belongs
-/// to this process); the maps stay pinned so a restarted agent finds them.
+/// The maps the agent writes, taken out of the loaded object.
+pub struct DatapathMaps {
+    /// Service and backend maps.
+    pub lb: PinnedLbMaps,
+    /// Masquerade configuration and skip trie.
+    pub masq: PinnedMasqMaps,
+}
+
+/// The loaded programs. Dropping it detaches them (the cgroup and TCX links
+/// belong to this process); the maps stay pinned so a restarted agent finds
+/// them.
 pub struct Datapath {
     _ebpf: Ebpf,
 }
 
 impl Datapath {
     /// Loads `object`, pinning its maps under `bpffs` (re-using maps already
-    /// pinned there), and attaches the socket-LB program to `cgroup`.
-    pub fn load(object: &[u8], bpffs: &Path, cgroup: &Path) -> Result<(Self, PinnedLbMaps)> {
+    /// pinned there), attaches the socket-LB program to `cgroup` and, given
+    /// the node's `uplink` device, the masquerade programs to it (TCX).
+    pub fn load(
+        object: &[u8],
+        bpffs: &Path,
+        cgroup: &Path,
+        uplink: Option<&str>,
+    ) -> Result<(Self, DatapathMaps)> {
         if object.is_empty() {
             return Err(Error::NoObject);
         }
@@ -88,31 +121,64 @@ impl Datapath {
                 bpffs: bpffs.to_owned(),
                 source: Box::new(source),
             })?;
-
-        let program_error = |source| Error::Program {
-            name: CONNECT4,
-            source,
+        attach_connect4(&mut ebpf, cgroup)?;
+        if let Some(device) = uplink {
+            attach_tc(&mut ebpf, MASQ_EGRESS, device, TcAttachType::Egress)?;
+            attach_tc(&mut ebpf, MASQ_INGRESS, device, TcAttachType::Ingress)?;
+        }
+        let maps = DatapathMaps {
+            lb: PinnedLbMaps::new(ebpf.take_map(SERVICES_MAP), ebpf.take_map(BACKENDS_MAP))?,
+            masq: PinnedMasqMaps::new(ebpf.take_map(MASQ_CONFIG_MAP), ebpf.take_map(MASQ_SKIP_MAP))?,
         };
-        let connect4: &mut CgroupSockAddr = ebpf
-            .program_mut(CONNECT4)
-            .ok_or(Error::Program {
-                name: CONNECT4,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(program_error)?;
-        connect4.load().map_err(program_error)?;
-        let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
-            path: cgroup.to_owned(),
-            source,
-        })?;
-        // Single: weir is the only socket-LB on this cgroup; a second
-        // attachment (another agent on the same node) must fail loudly.
-        connect4
-            .attach(cgroup_dir, CgroupAttachMode::Single)
-            .map_err(program_error)?;
-
-        let maps = PinnedLbMaps::new(ebpf.take_map(SERVICES_MAP), ebpf.take_map(BACKENDS_MAP))?;
         Ok((Self { _ebpf: ebpf }, maps))
     }
+}
+
+fn program_error(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Error {
+    move |source| Error::Program { name, source }
+}
+
+fn attach_connect4(ebpf: &mut Ebpf, cgroup: &Path) -> Result<()> {
+    let connect4: &mut CgroupSockAddr = ebpf
+        .program_mut(CONNECT4)
+        .ok_or(Error::Program {
+            name: CONNECT4,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error(CONNECT4))?;
+    connect4.load().map_err(program_error(CONNECT4))?;
+    let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    // Single: weir is the only socket-LB on this cgroup; a second
+    // attachment (another agent on the same node) must fail loudly.
+    connect4
+        .attach(cgroup_dir, CgroupAttachMode::Single)
+        .map_err(program_error(CONNECT4))?;
+    Ok(())
+}
+
+/// Attaches a TC program with TCX (a `bpf_link`: no qdisc to install, and it
+/// goes away with the agent instead of lingering on the device).
+fn attach_tc(ebpf: &mut Ebpf, name: &'static str, device: &str, direction: TcAttachType) -> Result<()> {
+    let program: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or(Error::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error(name))?;
+    program.load().map_err(program_error(name))?;
+    let device_name = std::ffi::CString::new(device).map_err(|_| Error::DeviceName(device.to_owned()))?;
+    program
+        .attach(device_name.as_c_str(), direction)
+        .map_err(|source| Error::Device {
+            name,
+            device: device.to_owned(),
+            source,
+        })?;
+    Ok(())
 }

@@ -50,6 +50,18 @@ struct Args {
     /// MTU of pod interfaces, written into the conflist.
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(68..=65535))]
     pod_mtu: u32,
+    /// The node's uplink device: masquerading happens there (TCX programs).
+    #[arg(long, env = "WEIR_DEVICE")]
+    device: Option<String>,
+    /// The cluster's pod CIDR (all nodes' podCIDRs). With --masquerade, pod
+    /// traffic to anything outside it and outside the nodes leaves with the
+    /// node address.
+    #[arg(long, env = "WEIR_CLUSTER_CIDR")]
+    cluster_cidr: Option<ipnetwork::Ipv4Network>,
+    /// Masquerade pod traffic leaving the cluster (needs --node-name,
+    /// --device and --cluster-cidr).
+    #[arg(long, env = "WEIR_MASQUERADE", requires_all = ["node_name", "device", "cluster_cidr"])]
+    masquerade: bool,
     /// Load this eBPF object instead of the one built into the binary.
     #[arg(long)]
     bpf_object: Option<PathBuf>,
@@ -71,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.bpffs)
         .with_context(|| format!("creating pin directory {}", args.bpffs.display()))?;
-    let (_datapath, maps) = Datapath::load(&object, &args.bpffs, &args.cgroup)?;
+    let (_datapath, maps) = Datapath::load(&object, &args.bpffs, &args.cgroup, args.device.as_deref())?;
     tracing::info!(bpffs = %args.bpffs.display(), cgroup = %args.cgroup.display(), "datapath loaded");
 
     let options = standalone::Options {
@@ -85,14 +97,16 @@ fn main() -> anyhow::Result<()> {
                 data_dir: args.cni_data_dir,
                 mtu: args.pod_mtu,
             },
+            masquerade: args.cluster_cidr.filter(|_| args.masquerade),
         }),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut reconciler = Reconciler::new(maps);
-        standalone::run(&options, &mut reconciler, shutdown_signal()).await;
+        let mut reconciler = Reconciler::new(maps.lb);
+        let mut masq = maps.masq;
+        standalone::run(&options, &mut reconciler, &mut masq, shutdown_signal()).await;
     });
     tracing::info!("shutting down; maps stay pinned, programs detach");
     Ok(())

@@ -4,14 +4,16 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+
+use ipnetwork::Ipv4Network;
 use std::time::Duration;
 
 use tracing::{info, warn};
 
 use crate::cni_config::CniConfig;
 use crate::desired::{self, NodeState};
-use crate::maps::LbMaps;
-use crate::reconcile::Reconciler;
+use crate::maps::{LbMaps, MasqMaps};
+use crate::reconcile::{Reconciler, masq};
 use crate::routes::{self, NetlinkRoutes};
 use crate::source::{Objects, dir};
 use crate::status::{self, Status};
@@ -36,6 +38,9 @@ pub struct NodeOptions {
     pub name: String,
     /// The CNI conflist to write once the podCIDR is known.
     pub cni: CniConfig,
+    /// Masquerade pods of this cluster CIDR leaving the cluster to the node
+    /// address; `None`: never masquerade.
+    pub masquerade: Option<Ipv4Network>,
 }
 
 /// Runs until `shutdown` completes. Never gives up on errors: bad manifests
@@ -43,6 +48,7 @@ pub struct NodeOptions {
 pub async fn run<M: LbMaps>(
     options: &Options,
     reconciler: &mut Reconciler<M>,
+    masq_maps: &mut impl MasqMaps,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -71,7 +77,7 @@ pub async fn run<M: LbMaps>(
         if dirty && let Some(objects) = read(options) {
             let lb = apply_lb(&objects, reconciler, &mut status);
             let node = match (&options.node, routes.as_mut()) {
-                (Some(node), Some(table)) => apply_node(&objects, node, table, &mut status).await,
+                (Some(node), Some(table)) => apply_node(&objects, node, table, masq_maps, &mut status).await,
                 _ => true,
             };
             if lb && node {
@@ -141,6 +147,7 @@ async fn apply_node(
     objects: &Objects,
     node: &NodeOptions,
     table: &mut NetlinkRoutes,
+    masq_maps: &mut impl MasqMaps,
     status: &mut Status,
 ) -> bool {
     let (state, object_errors) = desired::compute_nodes(&objects.nodes, &node.name);
@@ -165,7 +172,22 @@ async fn apply_node(
             false
         }
     };
-    routes_ok && write_cni_config(&state, node, status)
+    routes_ok && apply_masquerade(&state, node, masq_maps) && write_cni_config(&state, node, status)
+}
+
+fn apply_masquerade(state: &NodeState, node: &NodeOptions, maps: &mut impl MasqMaps) -> bool {
+    let node_ip = state.local.as_ref().and_then(|local| local.internal_ip);
+    let want = match node.masquerade {
+        Some(cluster_cidr) => masq::desired(cluster_cidr, node_ip, &state.node_ips),
+        None => masq::DesiredMasq::default(),
+    };
+    match masq::reconcile(maps, &want) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "masquerade reconcile failed; retrying");
+            false
+        }
+    }
 }
 
 fn write_cni_config(state: &NodeState, node: &NodeOptions, status: &mut Status) -> bool {

@@ -6,7 +6,7 @@
 //! podCIDR via that node's InternalIP: no tunnel, no NAT, the source pod IP is
 //! kept end to end (host-gw, as flannel and Calico without overlay do it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
@@ -41,6 +41,8 @@ pub struct NodeState {
     pub local: Option<LocalNode>,
     /// Routes to the other nodes' pods, keyed by podCIDR.
     pub routes: BTreeMap<Ipv4Network, Ipv4Addr>,
+    /// Every node's InternalIP, this node's included.
+    pub node_ips: BTreeSet<Ipv4Addr>,
 }
 
 impl NodeState {
@@ -103,6 +105,7 @@ pub fn compute_nodes(nodes: &[Node], this_node: &str) -> (NodeState, Vec<ObjectE
             taken.push((cidr, name.clone()));
         }
         let internal_ip = internal_ip(node);
+        state.node_ips.extend(internal_ip);
         if name == this_node {
             state.local = Some(LocalNode {
                 name,

@@ -2,9 +2,11 @@
 //! implementation over pinned eBPF maps and an in-memory fake for unit tests.
 
 mod fake;
+mod masq;
 mod pinned;
 
 pub use fake::FakeLbMaps;
+pub use masq::{MasqMaps, PinnedMasqMaps};
 pub use pinned::PinnedLbMaps;
 
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};

@@ -24,12 +24,12 @@ impl PinnedLbMaps {
     }
 }
 
-fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
+pub(super) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
     move |source| Error::Map { map, op, source }
 }
 
 /// Deleting a key that is not there is success: it makes deletes idempotent.
-fn ignore_missing(result: std::result::Result<(), MapError>) -> std::result::Result<(), MapError> {
+pub(super) fn ignore_missing(result: std::result::Result<(), MapError>) -> std::result::Result<(), MapError> {
     match result {
         Err(MapError::KeyNotFound) => Ok(()),
         Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => Ok(()),

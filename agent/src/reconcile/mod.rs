@@ -15,6 +15,7 @@
 //! simply run again: every write is idempotent.
 
 pub mod layout;
+pub mod masq;
 
 use std::collections::BTreeMap;
 

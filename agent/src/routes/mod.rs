@@ -105,7 +105,10 @@ mod tests {
     #[derive(Default)]
     struct FakeRoutes(BTreeMap<Ipv4Network, Ipv4Addr>);
 
-    #[expect(clippy::unused_async_trait_impl, reason = "an in-memory fake of an async trait")]
+    #[expect(
+        clippy::unused_async_trait_impl,
+        reason = "an in-memory fake of an async trait"
+    )]
     impl RouteTable for FakeRoutes {
         async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Ipv4Addr>> {
             Ok(self.0.clone())

@@ -5,6 +5,9 @@
 //! backends before the kernel routes anything. The packet never carries the
 //! VIP, so no per-packet NAT or conntrack is needed for this path.
 //!
+//! Masquerade: TC programs on the node's uplink SNAT pod traffic that leaves
+//! the cluster to the node address and reverse it for the replies.
+//!
 //! The crate is meant for `bpfel-unknown-none` (`cargo xtask build`). On any
 //! other target it compiles to an empty program, so workspace-wide commands
 //! such as `cargo clippy --workspace` keep working.
@@ -12,6 +15,10 @@
 
 #[cfg(target_arch = "bpf")]
 mod lb;
+#[cfg(target_arch = "bpf")]
+mod masq;
+#[cfg(target_arch = "bpf")]
+mod packet;
 #[cfg(target_arch = "bpf")]
 mod sock;
 

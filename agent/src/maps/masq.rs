@@ -1,0 +1,88 @@
+//! The masquerade maps (layouts in `weir_common::nat`): one configuration
+//! record and the trie of destinations that keep the pod's address.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, Map, MapData};
+use ipnetwork::Ipv4Network;
+use weir_common::MasqConfig;
+use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP};
+
+use super::pinned::{ignore_missing, map_err};
+use super::{Error, Result};
+
+/// The masquerade configuration and skip trie, as the reconciler sees them.
+pub trait MasqMaps {
+    /// The current configuration.
+    fn config(&self) -> Result<MasqConfig>;
+    /// Replaces the configuration.
+    fn set_config(&mut self, config: &MasqConfig) -> Result<()>;
+    /// The destinations that are not masqueraded.
+    fn skipped(&self) -> Result<BTreeSet<Ipv4Network>>;
+    /// Adds a destination that is not masqueraded.
+    fn add_skipped(&mut self, net: Ipv4Network) -> Result<()>;
+    /// Removes one; a missing entry is success.
+    fn delete_skipped(&mut self, net: Ipv4Network) -> Result<()>;
+}
+
+/// The pinned masquerade maps.
+pub struct PinnedMasqMaps {
+    config: Array<MapData, MasqConfig>,
+    skip: LpmTrie<MapData, u32, u8>,
+}
+
+impl PinnedMasqMaps {
+    /// Wraps the maps taken out of a loaded eBPF object.
+    pub fn new(config: Option<Map>, skip: Option<Map>) -> Result<Self> {
+        let config = config.ok_or(Error::Missing(MASQ_CONFIG_MAP))?;
+        let skip = skip.ok_or(Error::Missing(MASQ_SKIP_MAP))?;
+        Ok(Self {
+            config: Array::try_from(config).map_err(map_err(MASQ_CONFIG_MAP, "open"))?,
+            skip: LpmTrie::try_from(skip).map_err(map_err(MASQ_SKIP_MAP, "open"))?,
+        })
+    }
+}
+
+fn trie_key(net: Ipv4Network) -> Key<u32> {
+    Key::new(
+        u32::from(net.prefix()),
+        u32::from_ne_bytes(net.network().octets()),
+    )
+}
+
+impl MasqMaps for PinnedMasqMaps {
+    fn config(&self) -> Result<MasqConfig> {
+        self.config.get(&0, 0).map_err(map_err(MASQ_CONFIG_MAP, "lookup"))
+    }
+
+    fn set_config(&mut self, config: &MasqConfig) -> Result<()> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(MASQ_CONFIG_MAP, "update"))
+    }
+
+    fn skipped(&self) -> Result<BTreeSet<Ipv4Network>> {
+        let mut nets = BTreeSet::new();
+        for key in self.skip.keys() {
+            let key = key.map_err(map_err(MASQ_SKIP_MAP, "iterate"))?;
+            #[expect(clippy::cast_possible_truncation, reason = "IPv4 prefixes are at most 32")]
+            let prefix = key.prefix_len() as u8;
+            if let Ok(net) = Ipv4Network::new(Ipv4Addr::from(key.data().to_ne_bytes()), prefix) {
+                nets.insert(net);
+            }
+        }
+        Ok(nets)
+    }
+
+    fn add_skipped(&mut self, net: Ipv4Network) -> Result<()> {
+        self.skip
+            .insert(&trie_key(net), &1, 0)
+            .map_err(map_err(MASQ_SKIP_MAP, "update"))
+    }
+
+    fn delete_skipped(&mut self, net: Ipv4Network) -> Result<()> {
+        ignore_missing(self.skip.remove(&trie_key(net))).map_err(map_err(MASQ_SKIP_MAP, "delete"))
+    }
+}

@@ -1,0 +1,96 @@
+//! Masquerade (SNAT to the node address) for pod traffic leaving the
+//! cluster: its configuration and its translation table (IPv4).
+//!
+//! Pod → outside: the TC egress program on the node's uplink rewrites the
+//! source to the node address and a port it reserves; the TC ingress
+//! program on the same device finds the reply by its tuple and rewrites the
+//! destination back to the pod. Both directions live in one LRU table, so a
+//! flow idle long enough to be evicted simply gets a fresh mapping.
+
+/// Name of the translation table: `BPF_MAP_TYPE_LRU_HASH`, [`Nat4Key`] → [`Nat4Value`].
+pub const SNAT_MAP: &str = "weir_snat4_v1";
+/// Capacity of [`SNAT_MAP`] (two entries per flow).
+pub const SNAT_MAP_CAPACITY: u32 = 131_072;
+/// Name of the masquerade configuration: `BPF_MAP_TYPE_ARRAY` of one [`MasqConfig`].
+pub const MASQ_CONFIG_MAP: &str = "weir_masq_cfg_v1";
+/// Name of the destinations never masqueraded: `BPF_MAP_TYPE_LPM_TRIE`,
+/// key = prefix length + IPv4 address (network byte order), value `u8` (1).
+/// Holds the cluster's pod CIDR and every node address: pod-to-pod and
+/// pod-to-node traffic keeps the pod's source address.
+pub const MASQ_SKIP_MAP: &str = "weir_masq_skip4_v1";
+/// Capacity of [`MASQ_SKIP_MAP`].
+pub const MASQ_SKIP_MAP_CAPACITY: u32 = 4_096;
+
+/// [`Nat4Key::direction`] of an entry found by the pod's outgoing tuple.
+pub const NAT_EGRESS: u8 = 0;
+/// [`Nat4Key::direction`] of an entry found by the reply's tuple.
+pub const NAT_INGRESS: u8 = 1;
+
+/// [`MasqConfig::flags`]: masquerading is on.
+pub const MASQ_ENABLED: u32 = 1;
+
+/// First and last port handed out when the pod's own port is taken
+/// (Linux's default ephemeral range).
+pub const NAT_PORT_MIN: u16 = 32_768;
+/// See [`NAT_PORT_MIN`].
+pub const NAT_PORT_MAX: u16 = 60_999;
+
+/// A flow's tuple as one packet carries it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Nat4Key {
+    /// Source address, network byte order.
+    pub saddr: u32,
+    /// Destination address, network byte order.
+    pub daddr: u32,
+    /// Source port, network byte order.
+    pub sport: u16,
+    /// Destination port, network byte order.
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// [`NAT_EGRESS`] or [`NAT_INGRESS`].
+    pub direction: u8,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 2],
+}
+
+/// The address and port to write into the packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Nat4Value {
+    /// Egress: the node address (new source). Ingress: the pod (new destination).
+    /// Network byte order.
+    pub addr: u32,
+    /// The matching port, network byte order.
+    pub port: u16,
+    /// Explicit padding; always zero.
+    pub pad: u16,
+}
+
+/// Masquerade settings, written by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MasqConfig {
+    /// The node address pods are masqueraded to, network byte order.
+    pub node_ip: u32,
+    /// The cluster pod CIDR's address, network byte order: only sources in
+    /// it are masqueraded (the node's own traffic already has its address).
+    pub pod_cidr: u32,
+    /// The pod CIDR's netmask, network byte order.
+    pub pod_mask: u32,
+    /// [`MASQ_ENABLED`] or 0.
+    pub flags: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Nat4Key>() == 16);
+const _: () = assert!(core::mem::size_of::<Nat4Value>() == 8);
+const _: () = assert!(core::mem::size_of::<MasqConfig>() == 16);
+
+// SAFETY: repr(C), Copy, integers only, no implicit padding (size asserts).
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Nat4Key {}
+    unsafe impl aya::Pod for super::Nat4Value {}
+    unsafe impl aya::Pod for super::MasqConfig {}
+}
