@@ -14,8 +14,13 @@ use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
 /// the agent was built without the BPF toolchain).
 pub static EMBEDDED_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/weir.bpf.o"));
 
-/// Name of the cgroup `connect4` program in the object.
-const CONNECT4: &str = "weir_connect4";
+/// The socket-LB programs, all attached to the node's cgroup.
+const SOCK_PROGRAMS: [&str; 4] = [
+    "weir_connect4",
+    "weir_sendmsg4",
+    "weir_recvmsg4",
+    "weir_getpeername4",
+];
 /// Names of the masquerade TC programs in the object.
 const MASQ_EGRESS: &str = "weir_masq_egress";
 const MASQ_INGRESS: &str = "weir_masq_ingress";
@@ -103,7 +108,7 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads `object`, pinning its maps under `bpffs` (re-using maps already
-    /// pinned there), attaches the socket-LB program to `cgroup` and, given
+    /// pinned there), attaches the socket-LB programs to `cgroup` and, given
     /// the node's `uplink` device, the masquerade programs to it (TCX).
     pub fn load(
         object: &[u8],
@@ -121,7 +126,13 @@ impl Datapath {
                 bpffs: bpffs.to_owned(),
                 source: Box::new(source),
             })?;
-        attach_connect4(&mut ebpf, cgroup)?;
+        let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        for name in SOCK_PROGRAMS {
+            attach_sock(&mut ebpf, name, &cgroup_dir)?;
+        }
         if let Some(device) = uplink {
             attach_tc(&mut ebpf, MASQ_EGRESS, device, TcAttachType::Egress)?;
             attach_tc(&mut ebpf, MASQ_INGRESS, device, TcAttachType::Ingress)?;
@@ -138,25 +149,21 @@ fn program_error(name: &'static str) -> impl FnOnce(aya::programs::ProgramError)
     move |source| Error::Program { name, source }
 }
 
-fn attach_connect4(ebpf: &mut Ebpf, cgroup: &Path) -> Result<()> {
-    let connect4: &mut CgroupSockAddr = ebpf
-        .program_mut(CONNECT4)
+fn attach_sock(ebpf: &mut Ebpf, name: &'static str, cgroup: &std::fs::File) -> Result<()> {
+    let program: &mut CgroupSockAddr = ebpf
+        .program_mut(name)
         .ok_or(Error::Program {
-            name: CONNECT4,
+            name,
             source: aya::programs::ProgramError::NotLoaded,
         })?
         .try_into()
-        .map_err(program_error(CONNECT4))?;
-    connect4.load().map_err(program_error(CONNECT4))?;
-    let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
-        path: cgroup.to_owned(),
-        source,
-    })?;
+        .map_err(program_error(name))?;
+    program.load().map_err(program_error(name))?;
     // Single: weir is the only socket-LB on this cgroup; a second
     // attachment (another agent on the same node) must fail loudly.
-    connect4
-        .attach(cgroup_dir, CgroupAttachMode::Single)
-        .map_err(program_error(CONNECT4))?;
+    program
+        .attach(cgroup, CgroupAttachMode::Single)
+        .map_err(program_error(name))?;
     Ok(())
 }
 

@@ -16,6 +16,15 @@ pub const BACKENDS_MAP: &str = "weir_lb4_backends_v1";
 /// Capacity of [`BACKENDS_MAP`].
 pub const BACKENDS_MAP_CAPACITY: u32 = 65_536;
 
+/// Name of the reverse-translation map: `BPF_MAP_TYPE_LRU_HASH`,
+/// [`ReverseSockKey`] → [`ReverseSockValue`]. Written by the datapath only:
+/// when a socket's destination is rewritten, the socket (by cookie) and the
+/// chosen backend map back to the frontend, so `recvmsg()` on an unconnected
+/// UDP socket and `getpeername()` report the VIP the application used.
+pub const REVERSE_SK_MAP: &str = "weir_lb4_reverse_sk_v1";
+/// Capacity of [`REVERSE_SK_MAP`].
+pub const REVERSE_SK_MAP_CAPACITY: u32 = 262_144;
+
 /// Identifier of a backend in [`BACKENDS_MAP`] (host byte order, never 0).
 pub type BackendId = u32;
 
@@ -62,6 +71,34 @@ pub struct Backend4 {
     pub flags: u8,
 }
 
+/// Key of [`REVERSE_SK_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ReverseSockKey {
+    /// The socket's cookie (`bpf_get_socket_cookie`).
+    pub cookie: u64,
+    /// Backend address, network byte order.
+    pub address: u32,
+    /// Backend port, network byte order.
+    pub port: u16,
+    /// Explicit padding; always zero.
+    pub pad: u16,
+}
+
+/// Value of [`REVERSE_SK_MAP`]: the frontend the application dialled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct ReverseSockValue {
+    /// Frontend address, network byte order.
+    pub address: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// Explicit padding; always zero.
+    pub pad: u16,
+}
+
+const _: () = assert!(core::mem::size_of::<ReverseSockKey>() == 16);
+const _: () = assert!(core::mem::size_of::<ReverseSockValue>() == 8);
 const _: () = assert!(core::mem::size_of::<Service4Key>() == 12);
 const _: () = assert!(core::mem::size_of::<Service4Value>() == 8);
 const _: () = assert!(core::mem::size_of::<Backend4>() == 8);
@@ -74,4 +111,6 @@ mod pod {
     unsafe impl aya::Pod for super::Service4Key {}
     unsafe impl aya::Pod for super::Service4Value {}
     unsafe impl aya::Pod for super::Backend4 {}
+    unsafe impl aya::Pod for super::ReverseSockKey {}
+    unsafe impl aya::Pod for super::ReverseSockValue {}
 }
