@@ -75,7 +75,7 @@ pub async fn run<M: LbMaps>(
             Err(e) => warn!(error = %e, "manifest directory unreadable; keeping the programmed state"),
         }
         if dirty && let Some(objects) = read(options) {
-            let lb = apply_lb(&objects, reconciler, &mut status);
+            let lb = apply_lb(options, &objects, reconciler, &mut status);
             let node = match (&options.node, routes.as_mut()) {
                 (Some(node), Some(table)) => apply_node(&objects, node, table, masq_maps, &mut status).await,
                 _ => true,
@@ -116,8 +116,14 @@ fn read(options: &Options) -> Option<Objects> {
 
 /// Load balancing: Services + EndpointSlices → maps. Returns whether the maps
 /// now match.
-fn apply_lb<M: LbMaps>(objects: &Objects, reconciler: &mut Reconciler<M>, status: &mut Status) -> bool {
-    let (desired, object_errors) = desired::compute(&objects.services, &objects.slices);
+fn apply_lb<M: LbMaps>(
+    options: &Options,
+    objects: &Objects,
+    reconciler: &mut Reconciler<M>,
+    status: &mut Status,
+) -> bool {
+    let node_name = options.node.as_ref().map(|n| n.name.as_str());
+    let (desired, object_errors) = desired::compute(&objects.services, &objects.slices, node_name);
     for e in &object_errors {
         warn!(error = %e, "skipping object");
     }

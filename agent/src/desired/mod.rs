@@ -1,6 +1,7 @@
 //! Desired state: what the datapath should do, computed from Kubernetes
 //! objects and independent of how the maps lay it out.
 
+mod endpoints;
 mod error;
 mod node;
 mod service;
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
+pub use endpoints::{Endpoint, select};
 pub use error::{ObjectError, Reason};
 pub use node::{LocalNode, NodeRoute, NodeState, compute_nodes};
 pub use service::compute;

@@ -7,15 +7,20 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::endpoints::{self, Endpoint};
 use super::{DesiredState, FrontendState, L4Addr, ObjectError, Protocol, Reason, ServiceName};
 
 /// The label an EndpointSlice carries to say which Service it belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Computes the desired load-balancer state. Objects that cannot be used are
+/// Computes the desired load-balancer state for the node `node_name`. Objects that cannot be used are
 /// reported in the returned errors and left out; everything else is kept.
 #[must_use]
-pub fn compute(services: &[Service], slices: &[EndpointSlice]) -> (DesiredState, Vec<ObjectError>) {
+pub fn compute(
+    services: &[Service],
+    slices: &[EndpointSlice],
+    node_name: Option<&str>,
+) -> (DesiredState, Vec<ObjectError>) {
     let mut errors = Vec::new();
     let slices_by_service = index_slices(slices);
     let mut state = DesiredState::default();
@@ -49,7 +54,13 @@ pub fn compute(services: &[Service], slices: &[EndpointSlice]) -> (DesiredState,
                     continue;
                 }
             };
-            let backends = backends_for(port, proto, svc_slices, &mut errors);
+            // internalTrafficPolicy Local: pods on this node only use
+            // endpoints on this node (without a node name, locality is unknown
+            // and every endpoint counts).
+            let local = (spec.internal_traffic_policy.as_deref() == Some("Local"))
+                .then_some(node_name)
+                .flatten();
+            let backends = endpoints::select(&endpoints_for(port, proto, svc_slices, &mut errors), local);
             for &ip in &vips {
                 let frontend = L4Addr {
                     ip,
@@ -143,17 +154,18 @@ fn port_and_protocol(port: i32, protocol: Option<&str>) -> Result<(u16, Protocol
     }
 }
 
-/// Ready backends of one Service port. The EndpointSlice controller has
-/// already resolved `targetPort` (numeric or named) into each slice's ports,
-/// so the slice port with the Service port's name carries the backend port.
-fn backends_for(
+/// All endpoints of one Service port, with their conditions. The
+/// EndpointSlice controller has already resolved `targetPort` (numeric or
+/// named) into each slice's ports, so the slice port with the Service port's
+/// name carries the backend port.
+fn endpoints_for(
     port: &ServicePort,
     proto: Protocol,
     slices: &[&EndpointSlice],
     errors: &mut Vec<ObjectError>,
-) -> Vec<L4Addr> {
+) -> Vec<Endpoint> {
     let want_name = port.name.as_deref().unwrap_or("");
-    let mut backends = Vec::new();
+    let mut endpoints = Vec::new();
     for slice in slices {
         let object = format!(
             "EndpointSlice {}/{}",
@@ -166,9 +178,7 @@ fn backends_for(
             }
             // A slice port without a number means "all ports"; it cannot back
             // a ClusterIP port, so it is skipped like kube-proxy does.
-            let Some(number) = slice_port.port else {
-                continue;
-            };
+            let Some(number) = slice_port.port else { continue };
             let backend_port = match port_and_protocol(number, slice_port.protocol.as_deref()) {
                 Ok((p, pr)) if pr == proto => p,
                 Ok(_) => continue,
@@ -181,17 +191,23 @@ fn backends_for(
                 }
             };
             for endpoint in slice.endpoints.iter().flatten() {
-                // `ready` unset means ready (discovery.k8s.io/v1 API docs).
-                let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-                if !ready {
-                    continue;
-                }
+                let conditions = endpoint.conditions.as_ref();
+                // Defaults from the discovery.k8s.io/v1 API documentation.
+                let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+                let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+                let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
                 for address in &endpoint.addresses {
                     match address.parse::<Ipv4Addr>() {
-                        Ok(ip) => backends.push(L4Addr {
-                            ip,
-                            port: backend_port,
-                            proto,
+                        Ok(ip) => endpoints.push(Endpoint {
+                            addr: L4Addr {
+                                ip,
+                                port: backend_port,
+                                proto,
+                            },
+                            ready,
+                            serving,
+                            terminating,
+                            node: endpoint.node_name.clone(),
                         }),
                         Err(_) => errors.push(ObjectError {
                             object: object.clone(),
@@ -202,9 +218,7 @@ fn backends_for(
             }
         }
     }
-    backends.sort_unstable();
-    backends.dedup();
-    backends
+    endpoints
 }
 
 #[cfg(test)]

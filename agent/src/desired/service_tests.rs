@@ -56,7 +56,7 @@ fn port_differs_from_target_port_and_only_ready_endpoints_are_used() {
           {addresses: [10.0.0.3]},
           {addresses: [10.0.0.4], conditions: {ready: false}}]",
     )];
-    let (state, errors) = compute(&services, &slices);
+    let (state, errors) = compute(&services, &slices, None);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
         backends(&state, "10.96.0.10:80/TCP"),
@@ -76,7 +76,7 @@ fn multi_port_service_matches_slice_ports_by_name() {
         "[{name: http, port: 8080}, {name: dns, port: 5353, protocol: UDP}]",
         "[{addresses: [10.0.0.2]}]",
     )];
-    let (state, errors) = compute(&services, &slices);
+    let (state, errors) = compute(&services, &slices, None);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(backends(&state, "10.96.0.11:80/TCP"), ["10.0.0.2:8080/TCP"]);
     assert_eq!(backends(&state, "10.96.0.11:53/UDP"), ["10.0.0.2:5353/UDP"]);
@@ -89,14 +89,14 @@ fn headless_and_external_name_services_program_nothing() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\n\
          spec: {type: ExternalName, externalName: example.invalid}",
     );
-    let (state, errors) = compute(&[headless, external], &[]);
+    let (state, errors) = compute(&[headless, external], &[], None);
     assert!(errors.is_empty(), "{errors:?}");
     assert!(state.frontends.is_empty());
 }
 
 #[test]
 fn service_without_endpoints_has_a_frontend_with_no_backends() {
-    let (state, _) = compute(&[svc("lonely", "10.96.0.12", "[{port: 80}]")], &[]);
+    let (state, _) = compute(&[svc("lonely", "10.96.0.12", "[{port: 80}]")], &[], None);
     assert_eq!(
         backends(&state, "10.96.0.12:80/TCP"),
         [] as [std::string::String; 0]
@@ -120,7 +120,7 @@ fn bad_objects_are_reported_and_the_rest_is_kept() {
         "[{port: 80}]",
         "[{addresses: [not-an-ip, 10.0.0.9]}]",
     )];
-    let (state, errors) = compute(&services, &slices);
+    let (state, errors) = compute(&services, &slices, None);
     let reasons: Vec<&Reason> = errors.iter().map(|e| &e.reason).collect();
     assert!(reasons.contains(&&Reason::BadClusterIp("10.96.0.300".into())));
     assert!(reasons.contains(&&Reason::PortOutOfRange(70000)));
@@ -137,7 +137,7 @@ fn second_service_claiming_a_frontend_is_rejected() {
         svc("b", "10.96.0.16", "[{port: 80}]"),
         svc("a", "10.96.0.16", "[{port: 80}]"),
     ];
-    let (state, errors) = compute(&services, &[]);
+    let (state, errors) = compute(&services, &[], None);
     assert_eq!(errors.len(), 1);
     assert_eq!(state.frontends[&addr("10.96.0.16:80/TCP")].service.name, "a");
 }
@@ -148,9 +148,37 @@ fn slices_of_other_namespaces_or_services_are_ignored() {
     let mut other_ns = slice("echo", "[{port: 80}]", "[{addresses: [10.0.0.5]}]");
     other_ns.metadata.namespace = Some("other".into());
     let other_svc = slice("not-echo", "[{port: 80}]", "[{addresses: [10.0.0.6]}]");
-    let (state, _) = compute(&services, &[other_ns, other_svc]);
+    let (state, _) = compute(&services, &[other_ns, other_svc], None);
     assert_eq!(
         backends(&state, "10.96.0.17:80/TCP"),
         [] as [std::string::String; 0]
     );
+}
+
+#[test]
+fn internal_traffic_policy_local_uses_only_this_nodes_endpoints() {
+    let mut service = svc("itp", "10.96.0.18", "[{port: 80}]");
+    service.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+    let slices = [slice(
+        "itp",
+        "[{port: 80}]",
+        "[{addresses: [10.0.0.2], nodeName: n1}, {addresses: [10.0.0.3], nodeName: n2}]",
+    )];
+    let (state, _) = compute(std::slice::from_ref(&service), &slices, Some("n2"));
+    assert_eq!(backends(&state, "10.96.0.18:80/TCP"), ["10.0.0.3:80/TCP"]);
+    let (elsewhere, _) = compute(&[service], &slices, Some("n3"));
+    assert!(backends(&elsewhere, "10.96.0.18:80/TCP").is_empty());
+}
+
+#[test]
+fn terminating_endpoints_serve_only_when_nothing_is_ready() {
+    let services = [svc("drain", "10.96.0.19", "[{port: 80}]")];
+    let slices = [slice(
+        "drain",
+        "[{port: 80}]",
+        "[{addresses: [10.0.0.2], conditions: {ready: false, serving: true, terminating: true}},
+          {addresses: [10.0.0.3], conditions: {ready: false, serving: false, terminating: true}}]",
+    )];
+    let (state, _) = compute(&services, &slices, None);
+    assert_eq!(backends(&state, "10.96.0.19:80/TCP"), ["10.0.0.2:80/TCP"]);
 }
