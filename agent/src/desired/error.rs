@@ -29,6 +29,9 @@ pub enum Reason {
     /// A protocol weir does not balance (yet): SCTP, or garbage.
     #[error("unsupported protocol {0:?}")]
     UnsupportedProtocol(String),
+    /// `sessionAffinityConfig.clientIP.timeoutSeconds` outside 1–86400.
+    #[error("session affinity timeout {0}s is out of range 1-86400")]
+    AffinityTimeoutOutOfRange(i32),
     /// A podCIDR that is not an IPv4 network.
     #[error("invalid podCIDR {0:?}")]
     BadPodCidr(String),

@@ -93,6 +93,9 @@ pub struct FrontendState {
     pub service: ServiceName,
     /// Backends, sorted and without duplicates. Empty: connections are refused.
     pub backends: Vec<L4Addr>,
+    /// `sessionAffinity: ClientIP`: a client sticks to its backend for this
+    /// many seconds after its last connection.
+    pub affinity_timeout: Option<u32>,
 }
 
 /// Everything the load balancer should hold: frontend → backends.

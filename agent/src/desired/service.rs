@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Endpoint};
@@ -43,6 +43,13 @@ pub fn compute(
             }
         };
         let svc_slices = slices_by_service.get(&name).map_or(&[][..], Vec::as_slice);
+        let affinity_timeout = match affinity_timeout(spec) {
+            Ok(timeout) => timeout,
+            Err(reason) => {
+                errors.push(ObjectError { object, reason });
+                continue;
+            }
+        };
         for port in spec.ports.iter().flatten() {
             let (frontend_port, proto) = match port_and_protocol(port.port, port.protocol.as_deref()) {
                 Ok(pp) => pp,
@@ -81,12 +88,35 @@ pub fn compute(
                 let entry = FrontendState {
                     service: name.clone(),
                     backends: backends.clone(),
+                    affinity_timeout,
                 };
                 state.frontends.insert(frontend, entry);
             }
         }
     }
     (state, errors)
+}
+
+/// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
+const DEFAULT_AFFINITY_TIMEOUT: i32 = 10_800;
+/// Largest timeout the API server accepts (1 day).
+const MAX_AFFINITY_TIMEOUT: i32 = 86_400;
+
+/// The ClientIP affinity timeout, or `None` without affinity.
+fn affinity_timeout(spec: &ServiceSpec) -> Result<Option<u32>, Reason> {
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return Ok(None);
+    }
+    let seconds = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds)
+        .unwrap_or(DEFAULT_AFFINITY_TIMEOUT);
+    match u32::try_from(seconds) {
+        Ok(s) if (1..=MAX_AFFINITY_TIMEOUT).contains(&seconds) => Ok(Some(s)),
+        _ => Err(Reason::AffinityTimeoutOutOfRange(seconds)),
+    }
 }
 
 fn service_name(svc: &Service) -> ServiceName {

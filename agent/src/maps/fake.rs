@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use weir_common::lb::{Affinity4Key, Affinity4Value};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use super::{Error, LbMaps, Result};
@@ -14,6 +15,8 @@ pub struct FakeLbMaps {
     pub services: BTreeMap<Service4Key, Service4Value>,
     /// Backend map contents.
     pub backends: BTreeMap<BackendId, Backend4>,
+    /// Session-affinity map contents (the datapath's writes, in tests by hand).
+    pub affinity: BTreeMap<Affinity4Key, Affinity4Value>,
     /// When `Some(n)`, the write after `n` more successful writes fails once.
     pub fail_after_writes: Option<usize>,
     /// Every successful write, in order, e.g. `put_service` / `delete_backend`.
@@ -70,6 +73,16 @@ impl LbMaps for FakeLbMaps {
     fn delete_backend(&mut self, id: BackendId) -> Result<()> {
         self.write("delete_backend")?;
         self.backends.remove(&id);
+        Ok(())
+    }
+
+    fn affinities(&self) -> Result<Vec<(Affinity4Key, Affinity4Value)>> {
+        Ok(self.affinity.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn delete_affinity(&mut self, key: &Affinity4Key) -> Result<()> {
+        self.write("delete_affinity")?;
+        self.affinity.remove(key);
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub use fake::FakeLbMaps;
 pub use masq::{MasqMaps, PinnedMasqMaps};
 pub use pinned::PinnedLbMaps;
 
+use weir_common::lb::{Affinity4Key, Affinity4Value};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 /// Errors from reading or writing a map.
@@ -53,6 +54,10 @@ pub trait LbMaps {
     fn put_backend(&mut self, id: BackendId, backend: &Backend4) -> Result<()>;
     /// Removes a backend; a missing id is success.
     fn delete_backend(&mut self, id: BackendId) -> Result<()>;
+    /// All session-affinity entries (written by the datapath).
+    fn affinities(&self) -> Result<Vec<(Affinity4Key, Affinity4Value)>>;
+    /// Removes a session-affinity entry; a missing key is success.
+    fn delete_affinity(&mut self, key: &Affinity4Key) -> Result<()>;
 }
 
 /// A stable, sorted text dump of both maps, one entry per line, for tests

@@ -1,7 +1,7 @@
 //! [`LbMaps`] over the real eBPF hash maps, pinned in bpffs by the loader.
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use weir_common::lb::{BACKENDS_MAP, SERVICES_MAP};
+use weir_common::lb::{AFFINITY_MAP, Affinity4Key, Affinity4Value, BACKENDS_MAP, SERVICES_MAP};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use super::{Error, LbMaps, Result};
@@ -10,16 +10,20 @@ use super::{Error, LbMaps, Result};
 pub struct PinnedLbMaps {
     services: HashMap<MapData, Service4Key, Service4Value>,
     backends: HashMap<MapData, BackendId, Backend4>,
+    affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
 }
 
 impl PinnedLbMaps {
     /// Wraps the maps taken out of a loaded eBPF object.
-    pub fn new(services: Option<Map>, backends: Option<Map>) -> Result<Self> {
+    pub fn new(services: Option<Map>, backends: Option<Map>, affinity: Option<Map>) -> Result<Self> {
         let services = services.ok_or(Error::Missing(SERVICES_MAP))?;
         let backends = backends.ok_or(Error::Missing(BACKENDS_MAP))?;
+        let affinity = affinity.ok_or(Error::Missing(AFFINITY_MAP))?;
         Ok(Self {
             services: HashMap::try_from(services).map_err(map_err(SERVICES_MAP, "open"))?,
             backends: HashMap::try_from(backends).map_err(map_err(BACKENDS_MAP, "open"))?,
+            // An LRU hash: aya's HashMap wrapper serves both hash flavours.
+            affinity: HashMap::try_from(affinity).map_err(map_err(AFFINITY_MAP, "open"))?,
         })
     }
 }
@@ -71,5 +75,16 @@ impl LbMaps for PinnedLbMaps {
 
     fn delete_backend(&mut self, id: BackendId) -> Result<()> {
         ignore_missing(self.backends.remove(&id)).map_err(map_err(BACKENDS_MAP, "delete"))
+    }
+
+    fn affinities(&self) -> Result<Vec<(Affinity4Key, Affinity4Value)>> {
+        self.affinity
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(AFFINITY_MAP, "iterate"))
+    }
+
+    fn delete_affinity(&mut self, key: &Affinity4Key) -> Result<()> {
+        ignore_missing(self.affinity.remove(key)).map_err(map_err(AFFINITY_MAP, "delete"))
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
+use weir_common::lb::SVC_FLAG_AFFINITY;
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use crate::desired::{DesiredState, L4Addr, Protocol};
@@ -85,9 +86,14 @@ pub fn layout(desired: &DesiredState, current_backends: &BTreeMap<BackendId, Bac
         }
         #[expect(clippy::cast_possible_truncation, reason = "capped at u16::MAX above")]
         let master = Service4Value {
-            backend_id: 0,
+            // With affinity, the master's backend_id carries the timeout.
+            backend_id: state.affinity_timeout.unwrap_or(0),
             count: backends.len() as u16,
-            flags: 0,
+            flags: if state.affinity_timeout.is_some() {
+                SVC_FLAG_AFFINITY
+            } else {
+                0
+            },
         };
         out.services.insert(service_key(frontend, 0), master);
     }

@@ -9,7 +9,9 @@
 //! 3. master entries (a frontend appears, or its count changes);
 //! 4. stale master entries (a frontend disappears as one write);
 //! 5. stale slots (beyond every count by now);
-//! 6. stale backends (no slot names them any more).
+//! 6. stale backends (no slot names them any more);
+//! 7. session-affinity entries whose backend left their frontend (the
+//!    datapath trusts a sticky backend it finds, so it must still be valid).
 //!
 //! A failed pass leaves the maps in one of those consistent states and is
 //! simply run again: every write is idempotent.
@@ -18,6 +20,9 @@ pub mod layout;
 pub mod masq;
 
 use std::collections::BTreeMap;
+
+use weir_common::Service4Key;
+use weir_common::lb::SVC_FLAG_AFFINITY;
 
 use crate::desired::DesiredState;
 use crate::maps::{self, LbMaps};
@@ -102,7 +107,36 @@ impl<M: LbMaps> Reconciler<M> {
                 summary.deleted += 1;
             }
         }
+        summary.deleted += self.prune_affinity(&want)?;
         Ok(summary)
+    }
+
+    /// Deletes affinity entries that name a frontend without affinity or a
+    /// backend no slot of that frontend holds.
+    fn prune_affinity(&mut self, want: &Layout) -> maps::Result<usize> {
+        let valid: std::collections::BTreeSet<(u32, u16, u8, u32)> = want
+            .services
+            .iter()
+            .filter(|(k, _)| k.backend_slot != 0)
+            .filter(|(k, _)| {
+                let master = Service4Key {
+                    backend_slot: 0,
+                    ..**k
+                };
+                want.services
+                    .get(&master)
+                    .is_some_and(|m| m.flags & SVC_FLAG_AFFINITY != 0)
+            })
+            .map(|(k, v)| (k.address, k.port, k.proto, v.backend_id))
+            .collect();
+        let mut deleted = 0;
+        for (key, value) in self.maps.affinities()? {
+            if !valid.contains(&(key.address, key.port, key.proto, value.backend_id)) {
+                self.maps.delete_affinity(&key)?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
     }
 }
 

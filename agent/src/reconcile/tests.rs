@@ -24,6 +24,7 @@ fn state(frontends: &[(L4Addr, &[L4Addr])]) -> DesiredState {
             FrontendState {
                 service,
                 backends: backends.to_vec(),
+                affinity_timeout: None,
             },
         );
     }
@@ -166,4 +167,47 @@ fn a_failure_at_any_write_leaves_consistent_maps_and_a_retry_converges() {
             "fail_at={fail_at} failed={failed}"
         );
     }
+}
+
+#[test]
+fn affinity_is_programmed_in_the_master_and_stale_sticky_entries_are_pruned() {
+    use weir_common::lb::{Affinity4Key, Affinity4Value};
+    let mut desired = state(&[(vip(), &three())]);
+    desired.frontends.get_mut(&vip()).unwrap().affinity_timeout = Some(30);
+    let mut rec = Reconciler::new(FakeLbMaps::default());
+    rec.reconcile(&desired).unwrap();
+    let master = rec.maps().services[&layout::service_key(&vip(), 0)];
+    assert_eq!((master.flags, master.backend_id, master.count), (1, 30, 3));
+
+    // The datapath made two clients sticky: one to backend 3, one to 1.
+    let key = layout::service_key(&vip(), 0);
+    let sticky = |client, backend_id| {
+        let k = Affinity4Key {
+            client,
+            address: key.address,
+            port: key.port,
+            proto: key.proto,
+            pad: 0,
+        };
+        (
+            k,
+            Affinity4Value {
+                last_used_ns: 1,
+                backend_id,
+                pad: 0,
+            },
+        )
+    };
+    rec.maps.affinity.extend([sticky(7, 3), sticky(8, 1)]);
+    // Backend 3 (10.244.1.4) leaves: only the entry naming it goes.
+    desired.frontends.get_mut(&vip()).unwrap().backends.pop();
+    rec.reconcile(&desired).unwrap();
+    assert_eq!(
+        rec.maps().affinity.keys().map(|k| k.client).collect::<Vec<_>>(),
+        [8]
+    );
+    // Affinity switched off: every entry goes.
+    desired.frontends.get_mut(&vip()).unwrap().affinity_timeout = None;
+    rec.reconcile(&desired).unwrap();
+    assert!(rec.maps().affinity.is_empty());
 }

@@ -25,6 +25,17 @@ pub const REVERSE_SK_MAP: &str = "weir_lb4_reverse_sk_v1";
 /// Capacity of [`REVERSE_SK_MAP`].
 pub const REVERSE_SK_MAP_CAPACITY: u32 = 262_144;
 
+/// Name of the session-affinity map: `BPF_MAP_TYPE_LRU_HASH`,
+/// [`Affinity4Key`] → [`Affinity4Value`]. The datapath writes it; the agent
+/// prunes entries whose backend left the frontend.
+pub const AFFINITY_MAP: &str = "weir_lb4_affinity_v1";
+/// Capacity of [`AFFINITY_MAP`].
+pub const AFFINITY_MAP_CAPACITY: u32 = 65_536;
+
+/// [`Service4Value::flags`] of a master entry: `sessionAffinity: ClientIP`.
+/// The master entry's `backend_id` then holds the timeout in seconds.
+pub const SVC_FLAG_AFFINITY: u16 = 1;
+
 /// Identifier of a backend in [`BACKENDS_MAP`] (host byte order, never 0).
 pub type BackendId = u32;
 
@@ -48,12 +59,13 @@ pub struct Service4Key {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Service4Value {
-    /// Slot entries: the backend this slot points to. Master entry: 0.
+    /// Slot entries: the backend this slot points to. Master entry: the
+    /// affinity timeout in seconds with [`SVC_FLAG_AFFINITY`], else 0.
     pub backend_id: BackendId,
     /// Master entry: number of backend slots (0 = no ready backend; reject).
     /// Slot entries: 0.
     pub count: u16,
-    /// Reserved for service flags (traffic policies, affinity); zero for now.
+    /// Master entry: [`SVC_FLAG_AFFINITY`] and later flags. Slots: 0.
     pub flags: u16,
 }
 
@@ -69,6 +81,35 @@ pub struct Backend4 {
     pub proto: u8,
     /// Reserved for backend state flags; zero for now.
     pub flags: u8,
+}
+
+/// Key of [`AFFINITY_MAP`]: one client of one frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Affinity4Key {
+    /// The client: its network namespace cookie at the socket layer (one
+    /// per pod, so per pod IP, and known before the source address is).
+    pub client: u64,
+    /// Frontend address, network byte order.
+    pub address: u32,
+    /// Frontend port, network byte order.
+    pub port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Explicit padding; always zero.
+    pub pad: u8,
+}
+
+/// Value of [`AFFINITY_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Affinity4Value {
+    /// `bpf_ktime_get_ns()` of the last connection that used it.
+    pub last_used_ns: u64,
+    /// The backend the client sticks to.
+    pub backend_id: BackendId,
+    /// Explicit padding; always zero.
+    pub pad: u32,
 }
 
 /// Key of [`REVERSE_SK_MAP`].
@@ -97,6 +138,8 @@ pub struct ReverseSockValue {
     pub pad: u16,
 }
 
+const _: () = assert!(core::mem::size_of::<Affinity4Key>() == 16);
+const _: () = assert!(core::mem::size_of::<Affinity4Value>() == 16);
 const _: () = assert!(core::mem::size_of::<ReverseSockKey>() == 16);
 const _: () = assert!(core::mem::size_of::<ReverseSockValue>() == 8);
 const _: () = assert!(core::mem::size_of::<Service4Key>() == 12);
@@ -111,6 +154,8 @@ mod pod {
     unsafe impl aya::Pod for super::Service4Key {}
     unsafe impl aya::Pod for super::Service4Value {}
     unsafe impl aya::Pod for super::Backend4 {}
+    unsafe impl aya::Pod for super::Affinity4Key {}
+    unsafe impl aya::Pod for super::Affinity4Value {}
     unsafe impl aya::Pod for super::ReverseSockKey {}
     unsafe impl aya::Pod for super::ReverseSockValue {}
 }

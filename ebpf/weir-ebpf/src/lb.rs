@@ -1,8 +1,11 @@
 //! Service and backend maps and the backend selection on top of them.
 
-use aya_ebpf::{helpers::bpf_get_prandom_u32, macros::map, maps::HashMap};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{HashMap, LruHashMap};
 use weir_common::lb::{
-    BACKENDS_MAP_CAPACITY, Backend4, BackendId, SERVICES_MAP_CAPACITY, Service4Key, Service4Value,
+    AFFINITY_MAP_CAPACITY, Affinity4Key, Affinity4Value, BACKENDS_MAP_CAPACITY, Backend4, BackendId,
+    SERVICES_MAP_CAPACITY, SVC_FLAG_AFFINITY, Service4Key, Service4Value,
 };
 
 #[map(name = "weir_lb4_services_v1")]
@@ -10,6 +13,9 @@ static SERVICES: HashMap<Service4Key, Service4Value> = HashMap::pinned(SERVICES_
 
 #[map(name = "weir_lb4_backends_v1")]
 static BACKENDS: HashMap<BackendId, Backend4> = HashMap::pinned(BACKENDS_MAP_CAPACITY, 0);
+
+#[map(name = "weir_lb4_affinity_v1")]
+static AFFINITY: LruHashMap<Affinity4Key, Affinity4Value> = LruHashMap::pinned(AFFINITY_MAP_CAPACITY, 0);
 
 /// What the load balancer decided for one destination.
 pub enum Verdict {
@@ -22,39 +28,59 @@ pub enum Verdict {
 }
 
 /// Looks up the frontend `address:port/proto` (network byte order) and picks
-/// one of its backends uniformly at random.
+/// one of its backends: the one `client` used last if the Service has
+/// `sessionAffinity: ClientIP` and the timeout has not passed, otherwise one
+/// uniformly at random.
 #[inline(always)]
-pub fn select_backend(address: u32, port: u16, proto: u8) -> Verdict {
-    let mut key = Service4Key {
-        address,
-        port,
-        backend_slot: 0,
-        proto,
-        pad: [0; 3],
-    };
+pub fn select_backend(address: u32, port: u16, proto: u8, client: u64) -> Verdict {
+    let mut key = Service4Key { address, port, backend_slot: 0, proto, pad: [0; 3] };
     // SAFETY: the value is copied out at once; a concurrent agent update can at
-    // worst give us the old or the new count, both of which name written slots.
-    let Some(count) = (unsafe { SERVICES.get(&key) }).map(|svc| svc.count) else {
+    // worst give us the old or the new master, both of which name written slots.
+    let Some(master) = (unsafe { SERVICES.get(&key) }).copied() else {
         return Verdict::NotAService;
     };
-    if count == 0 {
+    if master.count == 0 {
         return Verdict::NoBackend;
     }
+    let affinity = master.flags & SVC_FLAG_AFFINITY != 0;
+    let affinity_key = Affinity4Key { client, address, port, proto, pad: 0 };
+    // SAFETY: no arguments, cannot fail.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if affinity && let Some(backend) = sticky_backend(&affinity_key, master.backend_id, now) {
+        return Verdict::Backend(backend);
+    }
     // Slots are 1-based; slot 0 is the master entry read above.
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "the remainder is below count, which is a u16"
-    )]
+    #[expect(clippy::cast_possible_truncation, reason = "the remainder is below count, which is a u16")]
     // SAFETY: bpf_get_prandom_u32 takes no arguments and cannot fail.
-    let slot = (unsafe { bpf_get_prandom_u32() } % u32::from(count)) as u16 + 1;
+    let slot = (unsafe { bpf_get_prandom_u32() } % u32::from(master.count)) as u16 + 1;
     key.backend_slot = slot;
     // SAFETY: as above, values are copied out immediately.
     let Some(backend_id) = (unsafe { SERVICES.get(&key) }).map(|s| s.backend_id) else {
         return Verdict::NoBackend;
     };
     // SAFETY: as above.
-    match unsafe { BACKENDS.get(&backend_id) } {
-        Some(backend) => Verdict::Backend(*backend),
-        None => Verdict::NoBackend,
+    let Some(backend) = (unsafe { BACKENDS.get(&backend_id) }).copied() else {
+        return Verdict::NoBackend;
+    };
+    if affinity {
+        // Losing this write only loses stickiness for one connection.
+        let _ = AFFINITY.insert(&affinity_key, &Affinity4Value { last_used_ns: now, backend_id, pad: 0 }, 0);
     }
+    Verdict::Backend(backend)
+}
+
+/// The backend `key`'s client used within `timeout_secs`, refreshed. The
+/// agent removes entries whose backend left the frontend, so a backend found
+/// here is still one of its backends.
+#[inline(always)]
+fn sticky_backend(key: &Affinity4Key, timeout_secs: u32, now: u64) -> Option<Backend4> {
+    // SAFETY: copied out at once.
+    let last = (unsafe { AFFINITY.get(key) }).copied()?;
+    if now.saturating_sub(last.last_used_ns) > u64::from(timeout_secs) * 1_000_000_000 {
+        return None;
+    }
+    // SAFETY: copied out at once.
+    let backend = (unsafe { BACKENDS.get(&last.backend_id) }).copied()?;
+    let _ = AFFINITY.insert(key, &Affinity4Value { last_used_ns: now, ..last }, 0);
+    Some(backend)
 }

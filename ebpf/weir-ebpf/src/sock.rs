@@ -8,7 +8,7 @@
 
 use aya_ebpf::EbpfContext as _;
 use aya_ebpf::bindings::bpf_sock_addr;
-use aya_ebpf::helpers::{bpf_get_socket_cookie, bpf_set_retval};
+use aya_ebpf::helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_set_retval};
 use aya_ebpf::macros::{cgroup_sock_addr, map};
 use aya_ebpf::maps::LruHashMap;
 use aya_ebpf::programs::SockAddrContext;
@@ -71,7 +71,10 @@ fn translate_forward(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the kernel passes a valid bpf_sock_addr to sock_addr programs.
     let sa = unsafe { &mut *ctx.sock_addr };
     let (address, port, proto) = destination(sa);
-    match select_backend(address, port, proto) {
+    // The client, for session affinity: its network namespace (one per pod).
+    // SAFETY: valid context pointer.
+    let client = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    match select_backend(address, port, proto, client) {
         Verdict::NotAService => ALLOW,
         Verdict::NoBackend => {
             // SAFETY: sets this syscall's return value; no memory involved.
