@@ -21,9 +21,9 @@ const SOCK_PROGRAMS: [&str; 4] = [
     "weir_recvmsg4",
     "weir_getpeername4",
 ];
-/// Names of the masquerade TC programs in the object.
-const MASQ_EGRESS: &str = "weir_masq_egress";
-const MASQ_INGRESS: &str = "weir_masq_ingress";
+/// Names of the uplink TC programs in the object.
+const TC_EGRESS: &str = "weir_tc_egress";
+const TC_INGRESS: &str = "weir_tc_ingress";
 
 /// Errors loading or attaching the datapath.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,7 @@ pub struct Datapath {
 impl Datapath {
     /// Loads `object`, pinning its maps under `bpffs` (re-using maps already
     /// pinned there), attaches the socket-LB programs to `cgroup` and, given
-    /// the node's `uplink` device, the masquerade programs to it (TCX).
+    /// the node's `uplink` device, the per-packet NAT programs to it (TCX).
     pub fn load(
         object: &[u8],
         bpffs: &Path,
@@ -134,8 +134,8 @@ impl Datapath {
             attach_sock(&mut ebpf, name, &cgroup_dir)?;
         }
         if let Some(device) = uplink {
-            attach_tc(&mut ebpf, MASQ_EGRESS, device, TcAttachType::Egress)?;
-            attach_tc(&mut ebpf, MASQ_INGRESS, device, TcAttachType::Ingress)?;
+            attach_tc(&mut ebpf, TC_EGRESS, device, TcAttachType::Egress)?;
+            attach_tc(&mut ebpf, TC_INGRESS, device, TcAttachType::Ingress)?;
         }
         let maps = DatapathMaps {
             lb: PinnedLbMaps::new(

@@ -16,9 +16,11 @@
 pub mod cni_config;
 pub mod datapath;
 pub mod desired;
+pub mod healthcheck;
 pub mod maps;
 pub mod reconcile;
 pub mod routes;
 pub mod source;
 pub mod standalone;
 pub mod status;
+pub mod sync;

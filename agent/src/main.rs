@@ -10,6 +10,7 @@ use weir_agent::cni_config::CniConfig;
 use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
 use weir_agent::reconcile::Reconciler;
 use weir_agent::standalone;
+use weir_agent::sync::{NodeOptions, Syncer};
 
 /// weir node agent: programs the eBPF load balancer from Kubernetes objects.
 ///
@@ -62,6 +63,9 @@ struct Args {
     /// --device and --cluster-cidr).
     #[arg(long, env = "WEIR_MASQUERADE", requires_all = ["node_name", "device", "cluster_cidr"])]
     masquerade: bool,
+    /// Allowed nodePort values, as the API server's --service-node-port-range.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    node_port_range: std::ops::RangeInclusive<u16>,
     /// Load this eBPF object instead of the one built into the binary.
     #[arg(long)]
     bpf_object: Option<PathBuf>,
@@ -90,26 +94,38 @@ fn main() -> anyhow::Result<()> {
         manifests: args.manifests,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         status_file: args.status_file,
-        node: args.node_name.map(|name| standalone::NodeOptions {
-            name,
-            cni: CniConfig {
-                conf_dir: args.cni_conf_dir,
-                data_dir: args.cni_data_dir,
-                mtu: args.pod_mtu,
-            },
-            masquerade: args.cluster_cidr.filter(|_| args.masquerade),
-        }),
     };
+    let node = args.node_name.map(|name| NodeOptions {
+        name,
+        cni: CniConfig {
+            conf_dir: args.cni_conf_dir,
+            data_dir: args.cni_data_dir,
+            mtu: args.pod_mtu,
+        },
+        masquerade: args.cluster_cidr.filter(|_| args.masquerade),
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut reconciler = Reconciler::new(maps.lb);
-        let mut masq = maps.masq;
-        standalone::run(&options, &mut reconciler, &mut masq, shutdown_signal()).await;
+        let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, args.node_port_range);
+        standalone::run(&options, &mut syncer, shutdown_signal()).await;
     });
     tracing::info!("shutting down; maps stay pinned, programs detach");
     Ok(())
+}
+
+/// Parses `FIRST-LAST`.
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or("expected FIRST-LAST, e.g. 30000-32767")?;
+    let first: u16 = first.trim().parse().map_err(|e| format!("first port: {e}"))?;
+    let last: u16 = last.trim().parse().map_err(|e| format!("last port: {e}"))?;
+    if first == 0 || first > last {
+        return Err(format!("{first}-{last} is not a range of ports"));
+    }
+    Ok(first..=last)
 }
 
 /// Completes on SIGINT or SIGTERM.

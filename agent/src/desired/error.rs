@@ -32,6 +32,16 @@ pub enum Reason {
     /// `sessionAffinityConfig.clientIP.timeoutSeconds` outside 1–86400.
     #[error("session affinity timeout {0}s is out of range 1-86400")]
     AffinityTimeoutOutOfRange(i32),
+    /// A nodePort or healthCheckNodePort outside the node port range.
+    #[error("node port {port} is outside the node port range {min}-{max}")]
+    NodePortOutOfRange {
+        /// The port.
+        port: i32,
+        /// The range's first port.
+        min: u16,
+        /// The range's last port.
+        max: u16,
+    },
     /// A podCIDR that is not an IPv4 network.
     #[error("invalid podCIDR {0:?}")]
     BadPodCidr(String),

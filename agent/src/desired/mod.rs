@@ -6,7 +6,7 @@ mod error;
 mod node;
 mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -96,6 +96,43 @@ pub struct FrontendState {
     /// `sessionAffinity: ClientIP`: a client sticks to its backend for this
     /// many seconds after its last connection.
     pub affinity_timeout: Option<u32>,
+    /// Reachable from outside the node (NodePort, externalIP, LoadBalancer
+    /// IP): also served per packet at the uplink, with the backends of the
+    /// external traffic policy.
+    pub external: bool,
+}
+
+/// The `healthCheckNodePort` answer for an `externalTrafficPolicy: Local`
+/// Service: load balancers in front of the nodes send traffic only to nodes
+/// that have local endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The Service.
+    pub service: ServiceName,
+    /// Ready endpoints of the Service on this node.
+    pub local_endpoints: usize,
+}
+
+/// What the desired state is computed for: this node and the cluster's
+/// NodePort settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scope {
+    /// This node's name (endpoint locality); `None` when unknown.
+    pub node_name: Option<String>,
+    /// This node's addresses: NodePorts are served on each.
+    pub node_addresses: Vec<Ipv4Addr>,
+    /// Allowed nodePort values (kube-apiserver's `--service-node-port-range`).
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self {
+            node_name: None,
+            node_addresses: Vec::new(),
+            node_port_range: 30_000..=32_767,
+        }
+    }
 }
 
 /// Everything the load balancer should hold: frontend → backends.
@@ -104,6 +141,10 @@ pub struct DesiredState {
     /// Keyed by frontend, so two Services claiming one frontend are detected
     /// when the table is built.
     pub frontends: BTreeMap<L4Addr, FrontendState>,
+    /// Backend addresses that are endpoints on this node.
+    pub local_backends: BTreeSet<Ipv4Addr>,
+    /// `healthCheckNodePort` → what it answers.
+    pub health_checks: BTreeMap<u16, HealthCheck>,
 }
 
 impl DesiredState {

@@ -8,18 +8,21 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Endpoint};
-use super::{DesiredState, FrontendState, L4Addr, ObjectError, Protocol, Reason, ServiceName};
+use super::{
+    DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, Protocol, Reason, Scope, ServiceName,
+};
 
 /// The label an EndpointSlice carries to say which Service it belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// Computes the desired load-balancer state for the node `node_name`. Objects that cannot be used are
-/// reported in the returned errors and left out; everything else is kept.
+/// Computes the desired load-balancer state for the node described by
+/// `scope`. Objects that cannot be used are reported in the returned errors
+/// and left out; everything else is kept.
 #[must_use]
 pub fn compute(
     services: &[Service],
     slices: &[EndpointSlice],
-    node_name: Option<&str>,
+    scope: &Scope,
 ) -> (DesiredState, Vec<ObjectError>) {
     let mut errors = Vec::new();
     let slices_by_service = index_slices(slices);
@@ -29,72 +32,164 @@ pub fn compute(
     sorted.sort_by_key(|svc| service_name(svc));
     for svc in sorted {
         let name = service_name(svc);
-        let object = format!("Service {name}");
         let Some(spec) = &svc.spec else { continue };
         // ExternalName Services are DNS aliases: nothing to program.
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
+        let svc_slices = slices_by_service.get(&name).map_or(&[][..], Vec::as_slice);
+        let mut builder = ServiceBuilder {
+            name,
+            scope,
+            state: &mut state,
+            errors: &mut errors,
+        };
+        builder.add(svc, spec, svc_slices);
+    }
+    (state, errors)
+}
+
+/// Adds one Service's frontends to the desired state.
+struct ServiceBuilder<'a> {
+    name: ServiceName,
+    scope: &'a Scope,
+    state: &'a mut DesiredState,
+    errors: &'a mut Vec<ObjectError>,
+}
+
+impl ServiceBuilder<'_> {
+    fn error(&mut self, reason: Reason) {
+        self.errors.push(ObjectError {
+            object: format!("Service {}", self.name),
+            reason,
+        });
+    }
+
+    fn add(&mut self, svc: &Service, spec: &ServiceSpec, slices: &[&EndpointSlice]) {
         let vips = match cluster_ips(spec.cluster_ip.as_deref(), spec.cluster_ips.as_deref()) {
             Ok(vips) => vips,
-            Err(reason) => {
-                errors.push(ObjectError { object, reason });
-                continue;
-            }
+            Err(reason) => return self.error(reason),
         };
-        let svc_slices = slices_by_service.get(&name).map_or(&[][..], Vec::as_slice);
         let affinity_timeout = match affinity_timeout(spec) {
             Ok(timeout) => timeout,
-            Err(reason) => {
-                errors.push(ObjectError { object, reason });
-                continue;
-            }
+            Err(reason) => return self.error(reason),
         };
+        let node = self.scope.node_name.as_deref();
+        // Traffic policies `Local`: only endpoints on this node (without a
+        // node name, locality is unknown and every endpoint counts).
+        let internal_local = (spec.internal_traffic_policy.as_deref() == Some("Local"))
+            .then_some(node)
+            .flatten();
+        let external_local = (spec.external_traffic_policy.as_deref() == Some("Local"))
+            .then_some(node)
+            .flatten();
+        let external_ips = external_addresses(svc, spec);
+        let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let mut local_endpoints = std::collections::BTreeSet::new();
+
         for port in spec.ports.iter().flatten() {
-            let (frontend_port, proto) = match port_and_protocol(port.port, port.protocol.as_deref()) {
+            let (service_port, proto) = match port_and_protocol(port.port, port.protocol.as_deref()) {
                 Ok(pp) => pp,
                 Err(reason) => {
-                    errors.push(ObjectError {
-                        object: object.clone(),
-                        reason,
-                    });
+                    self.error(reason);
                     continue;
                 }
             };
-            // internalTrafficPolicy Local: pods on this node only use
-            // endpoints on this node (without a node name, locality is unknown
-            // and every endpoint counts).
-            let local = (spec.internal_traffic_policy.as_deref() == Some("Local"))
-                .then_some(node_name)
-                .flatten();
-            let backends = endpoints::select(&endpoints_for(port, proto, svc_slices, &mut errors), local);
-            for &ip in &vips {
+            let endpoints = endpoints_for(port, proto, slices, self.errors);
+            for e in endpoints
+                .iter()
+                .filter(|e| node.is_some() && e.node.as_deref() == node)
+            {
+                self.state.local_backends.insert(e.addr.ip);
+            }
+            let internal = endpoints::select(&endpoints, internal_local);
+            let external = endpoints::select(&endpoints, external_local);
+            local_endpoints.extend(
+                external
+                    .iter()
+                    .filter(|b| self.state.local_backends.contains(&b.ip))
+                    .map(|b| b.ip),
+            );
+
+            let mut frontends: Vec<(Ipv4Addr, u16, bool)> =
+                vips.iter().map(|ip| (*ip, service_port, false)).collect();
+            frontends.extend(external_ips.iter().map(|ip| (*ip, service_port, true)));
+            if node_port_type && let Some(node_port) = port.node_port {
+                match self.node_port(node_port) {
+                    Ok(np) => frontends.extend(self.scope.node_addresses.iter().map(|ip| (*ip, np, true))),
+                    Err(reason) => self.error(reason),
+                }
+            }
+            for (ip, frontend_port, is_external) in frontends {
+                let backends = if is_external { &external } else { &internal };
                 let frontend = L4Addr {
                     ip,
                     port: frontend_port,
                     proto,
                 };
-                if let Some(owner) = state.frontends.get(&frontend) {
-                    let reason = Reason::DuplicateFrontend {
-                        frontend,
-                        owner: owner.service.clone(),
-                    };
-                    errors.push(ObjectError {
-                        object: object.clone(),
-                        reason,
-                    });
-                    continue;
-                }
                 let entry = FrontendState {
-                    service: name.clone(),
+                    service: self.name.clone(),
                     backends: backends.clone(),
                     affinity_timeout,
+                    external: is_external,
                 };
-                state.frontends.insert(frontend, entry);
+                self.insert(frontend, entry);
+            }
+        }
+        if external_local.is_some()
+            && node_port_type
+            && let Some(port) = spec.health_check_node_port
+        {
+            match self.node_port(port) {
+                Ok(port) => {
+                    let check = HealthCheck {
+                        service: self.name.clone(),
+                        local_endpoints: local_endpoints.len(),
+                    };
+                    self.state.health_checks.insert(port, check);
+                }
+                Err(reason) => self.error(reason),
             }
         }
     }
-    (state, errors)
+
+    /// A nodePort (or healthCheckNodePort) inside the configured range.
+    fn node_port(&self, port: i32) -> Result<u16, Reason> {
+        match u16::try_from(port) {
+            Ok(p) if self.scope.node_port_range.contains(&p) => Ok(p),
+            _ => Err(Reason::NodePortOutOfRange {
+                port,
+                min: *self.scope.node_port_range.start(),
+                max: *self.scope.node_port_range.end(),
+            }),
+        }
+    }
+
+    fn insert(&mut self, frontend: L4Addr, entry: FrontendState) {
+        if let Some(owner) = self.state.frontends.get(&frontend) {
+            let owner = owner.service.clone();
+            return self.error(Reason::DuplicateFrontend { frontend, owner });
+        }
+        self.state.frontends.insert(frontend, entry);
+    }
+}
+
+/// `spec.externalIPs` and the LoadBalancer's `status.loadBalancer.ingress`
+/// IPs (IPv4; hostnames and invalid addresses are ignored, as kube-proxy does).
+fn external_addresses(svc: &Service, spec: &ServiceSpec) -> Vec<Ipv4Addr> {
+    let listed = spec.external_ips.iter().flatten().cloned();
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone());
+    let mut ips: Vec<Ipv4Addr> = listed.chain(ingress).filter_map(|ip| ip.parse().ok()).collect();
+    ips.sort_unstable();
+    ips.dedup();
+    ips
 }
 
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use weir_common::lb::SVC_FLAG_AFFINITY;
+use weir_common::lb::{BACKEND_LOCAL, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use crate::desired::{DesiredState, L4Addr, Protocol};
@@ -30,14 +30,14 @@ pub fn service_key(frontend: &L4Addr, backend_slot: u16) -> Service4Key {
     }
 }
 
-/// The backend map value of a backend.
+/// The backend map value of a backend; `local` if it runs on this node.
 #[must_use]
-pub fn backend_value(backend: &L4Addr) -> Backend4 {
+pub fn backend_value(backend: &L4Addr, local: bool) -> Backend4 {
     Backend4 {
         address: u32::from_ne_bytes(backend.ip.octets()),
         port: backend.port.to_be(),
         proto: backend.proto.number(),
-        flags: 0,
+        flags: if local { BACKEND_LOCAL } else { 0 },
     }
 }
 
@@ -76,7 +76,10 @@ pub fn layout(desired: &DesiredState, current_backends: &BTreeMap<BackendId, Bac
                 used.insert(next_free);
                 next_free
             });
-            out.backends.insert(id, backend_value(backend));
+            out.backends.insert(
+                id,
+                backend_value(backend, desired.local_backends.contains(&backend.ip)),
+            );
             let slot_value = Service4Value {
                 backend_id: id,
                 count: 0,
@@ -89,13 +92,21 @@ pub fn layout(desired: &DesiredState, current_backends: &BTreeMap<BackendId, Bac
             // With affinity, the master's backend_id carries the timeout.
             backend_id: state.affinity_timeout.unwrap_or(0),
             count: backends.len() as u16,
-            flags: if state.affinity_timeout.is_some() {
-                SVC_FLAG_AFFINITY
-            } else {
-                0
-            },
+            flags: master_flags(state),
         };
         out.services.insert(service_key(frontend, 0), master);
     }
     out
+}
+
+/// Flags of a frontend's master entry.
+fn master_flags(state: &crate::desired::FrontendState) -> u16 {
+    let mut flags = 0;
+    if state.affinity_timeout.is_some() {
+        flags |= SVC_FLAG_AFFINITY;
+    }
+    if state.external {
+        flags |= SVC_FLAG_EXTERNAL;
+    }
+    flags
 }

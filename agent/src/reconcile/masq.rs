@@ -18,11 +18,13 @@ pub struct DesiredMasq {
     pub skipped: BTreeSet<Ipv4Network>,
 }
 
-/// Masquerade pods of `cluster_cidr` to `node_ip`, except towards the
-/// cluster itself and any node. Disabled (flags 0) without a node address.
+/// The uplink programs' node settings: the node address (NodePort SNAT
+/// needs it even without masquerading) and, with `masquerade` (the
+/// cluster's pod CIDR), masquerading of those pods except towards the
+/// cluster itself and any node. Everything off without a node address.
 #[must_use]
 pub fn desired(
-    cluster_cidr: Ipv4Network,
+    masquerade: Option<Ipv4Network>,
     node_ip: Option<Ipv4Addr>,
     node_ips: &BTreeSet<Ipv4Addr>,
 ) -> DesiredMasq {
@@ -30,20 +32,24 @@ pub fn desired(
         return DesiredMasq::default();
     };
     let be = |ip: Ipv4Addr| u32::from_ne_bytes(ip.octets());
-    let mut skipped: BTreeSet<Ipv4Network> = node_ips
-        .iter()
-        .filter_map(|ip| Ipv4Network::new(*ip, 32).ok())
-        .collect();
-    skipped.insert(cluster_cidr);
-    DesiredMasq {
+    let mut want = DesiredMasq {
         config: MasqConfig {
             node_ip: be(node_ip),
-            pod_cidr: be(cluster_cidr.network()),
-            pod_mask: be(cluster_cidr.mask()),
-            flags: MASQ_ENABLED,
+            ..MasqConfig::default()
         },
-        skipped,
+        skipped: BTreeSet::new(),
+    };
+    if let Some(cluster_cidr) = masquerade {
+        want.config.pod_cidr = be(cluster_cidr.network());
+        want.config.pod_mask = be(cluster_cidr.mask());
+        want.config.flags = MASQ_ENABLED;
+        want.skipped = node_ips
+            .iter()
+            .filter_map(|ip| Ipv4Network::new(*ip, 32).ok())
+            .collect();
+        want.skipped.insert(cluster_cidr);
     }
+    want
 }
 
 /// Brings the maps to `want`: new skip entries first (never masquerade what
@@ -96,21 +102,26 @@ mod tests {
         let cidr: Ipv4Network = "10.244.0.0/16".parse().unwrap();
         let nodes: BTreeSet<Ipv4Addr> =
             ["198.18.0.11".parse().unwrap(), "198.18.0.12".parse().unwrap()].into();
-        let want = desired(cidr, Some("198.18.0.11".parse().unwrap()), &nodes);
+        let want = desired(Some(cidr), Some("198.18.0.11".parse().unwrap()), &nodes);
         assert_eq!(want.config.flags, MASQ_ENABLED);
         assert_eq!(want.config.node_ip.to_ne_bytes(), [198, 18, 0, 11]);
         assert_eq!(want.config.pod_mask.to_ne_bytes(), [255, 255, 0, 0]);
         let mut maps = Fake::default();
         reconcile(&mut maps, &want).unwrap();
         assert_eq!(maps.1.len(), 3);
-        let fewer = desired(cidr, Some("198.18.0.11".parse().unwrap()), &BTreeSet::new());
+        let fewer = desired(Some(cidr), Some("198.18.0.11".parse().unwrap()), &BTreeSet::new());
         reconcile(&mut maps, &fewer).unwrap();
         assert_eq!(maps.1, BTreeSet::from([cidr]));
     }
 
     #[test]
     fn no_node_address_means_disabled() {
-        let want = desired("10.244.0.0/16".parse().unwrap(), None, &BTreeSet::new());
-        assert_eq!(want.config.flags, 0);
+        let want = desired(Some("10.244.0.0/16".parse().unwrap()), None, &BTreeSet::new());
+        assert_eq!(want.config, MasqConfig::default());
+        let node_only = desired(None, Some("198.18.0.11".parse().unwrap()), &BTreeSet::new());
+        assert_eq!(
+            (node_only.config.flags, node_only.config.node_ip.to_ne_bytes()),
+            (0, [198, 18, 0, 11])
+        );
     }
 }

@@ -25,6 +25,7 @@ fn state(frontends: &[(L4Addr, &[L4Addr])]) -> DesiredState {
                 service,
                 backends: backends.to_vec(),
                 affinity_timeout: None,
+                external: false,
             },
         );
     }

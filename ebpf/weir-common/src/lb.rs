@@ -79,9 +79,18 @@ pub struct Backend4 {
     pub port: u16,
     /// IP protocol number.
     pub proto: u8,
-    /// Reserved for backend state flags; zero for now.
+    /// [`BACKEND_LOCAL`] when the backend runs on this node.
     pub flags: u8,
 }
+
+/// [`Backend4::flags`]: the backend is on this node. NodePort traffic to a
+/// remote backend is SNATed to the node so its reply returns through here;
+/// traffic to a local one keeps the client's address.
+pub const BACKEND_LOCAL: u8 = 1;
+
+/// [`Service4Value::flags`] of a master entry: the frontend is reachable from outside the node (NodePort,
+/// externalIP, LoadBalancer IP) and is served by the TC programs too.
+pub const SVC_FLAG_EXTERNAL: u16 = 2;
 
 /// Key of [`AFFINITY_MAP`]: one client of one frontend.
 #[repr(C)]

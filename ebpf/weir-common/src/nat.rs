@@ -1,16 +1,28 @@
-//! Masquerade (SNAT to the node address) for pod traffic leaving the
-//! cluster: its configuration and its translation table (IPv4).
+//! Per-packet translation on the node's uplink (IPv4): the node
+//! configuration, the masquerade skip trie and the NAT table that is weir's
+//! connection tracking.
 //!
-//! Pod → outside: the TC egress program on the node's uplink rewrites the
-//! source to the node address and a port it reserves; the TC ingress
-//! program on the same device finds the reply by its tuple and rewrites the
-//! destination back to the pod. Both directions live in one LRU table, so a
-//! flow idle long enough to be evicted simply gets a fresh mapping.
+//! Every translated flow has entries in one LRU table, keyed by a packet's
+//! tuple and the hook that sees it ([`NAT_INGRESS`]: arriving on the uplink,
+//! [`NAT_EGRESS`]: leaving through it), each saying what the packet's
+//! addresses and ports become ([`NatRewrite`]):
+//!
+//! - masquerade, pod → outside: egress rewrites the source to the node
+//!   address and a reserved port; ingress rewrites the reply's destination
+//!   back to the pod;
+//! - NodePort / externalIP / LoadBalancer IP, outside → backend: ingress
+//!   rewrites the destination to the backend (and the source to the node
+//!   when the backend is on another node, so the reply comes back here);
+//!   the reply is rewritten back to the frontend on egress (local backend)
+//!   or ingress (remote backend).
+//!
+//! A flow idle long enough to be evicted by the LRU simply gets a fresh
+//! mapping; established TCP flows are refreshed by every packet.
 
-/// Name of the translation table: `BPF_MAP_TYPE_LRU_HASH`, [`Nat4Key`] → [`Nat4Value`].
-pub const SNAT_MAP: &str = "weir_snat4_v1";
-/// Capacity of [`SNAT_MAP`] (two entries per flow).
-pub const SNAT_MAP_CAPACITY: u32 = 131_072;
+/// Name of the translation table: `BPF_MAP_TYPE_LRU_HASH`, [`Nat4Key`] → [`NatRewrite`].
+pub const NAT_MAP: &str = "weir_nat4_v1";
+/// Capacity of [`NAT_MAP`] (two entries per flow).
+pub const NAT_MAP_CAPACITY: u32 = 262_144;
 /// Name of the masquerade configuration: `BPF_MAP_TYPE_ARRAY` of one [`MasqConfig`].
 pub const MASQ_CONFIG_MAP: &str = "weir_masq_cfg_v1";
 /// Name of the destinations never masqueraded: `BPF_MAP_TYPE_LPM_TRIE`,
@@ -55,20 +67,24 @@ pub struct Nat4Key {
     pub pad: [u8; 2],
 }
 
-/// The address and port to write into the packet.
+/// What a packet's addresses and ports become (network byte order). Fields
+/// equal to the packet's own are left alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub struct Nat4Value {
-    /// Egress: the node address (new source). Ingress: the pod (new destination).
-    /// Network byte order.
-    pub addr: u32,
-    /// The matching port, network byte order.
-    pub port: u16,
-    /// Explicit padding; always zero.
-    pub pad: u16,
+pub struct NatRewrite {
+    /// New source address.
+    pub saddr: u32,
+    /// New destination address.
+    pub daddr: u32,
+    /// New source port.
+    pub sport: u16,
+    /// New destination port.
+    pub dport: u16,
 }
 
-/// Masquerade settings, written by the agent.
+/// Node settings for the uplink programs, written by the agent. The node
+/// address is always set once known (NodePort SNAT needs it); masquerading
+/// is on only with [`MASQ_ENABLED`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct MasqConfig {
@@ -84,13 +100,13 @@ pub struct MasqConfig {
 }
 
 const _: () = assert!(core::mem::size_of::<Nat4Key>() == 16);
-const _: () = assert!(core::mem::size_of::<Nat4Value>() == 8);
+const _: () = assert!(core::mem::size_of::<NatRewrite>() == 12);
 const _: () = assert!(core::mem::size_of::<MasqConfig>() == 16);
 
 // SAFETY: repr(C), Copy, integers only, no implicit padding (size asserts).
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::Nat4Key {}
-    unsafe impl aya::Pod for super::Nat4Value {}
+    unsafe impl aya::Pod for super::NatRewrite {}
     unsafe impl aya::Pod for super::MasqConfig {}
 }

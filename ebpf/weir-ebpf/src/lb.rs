@@ -5,7 +5,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{HashMap, LruHashMap};
 use weir_common::lb::{
     AFFINITY_MAP_CAPACITY, Affinity4Key, Affinity4Value, BACKENDS_MAP_CAPACITY, Backend4, BackendId,
-    SERVICES_MAP_CAPACITY, SVC_FLAG_AFFINITY, Service4Key, Service4Value,
+    SERVICES_MAP_CAPACITY, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, Service4Key, Service4Value,
 };
 
 #[map(name = "weir_lb4_services_v1")]
@@ -30,15 +30,21 @@ pub enum Verdict {
 /// Looks up the frontend `address:port/proto` (network byte order) and picks
 /// one of its backends: the one `client` used last if the Service has
 /// `sessionAffinity: ClientIP` and the timeout has not passed, otherwise one
-/// uniformly at random.
+/// uniformly at random. With `external_only`, frontends not reachable from
+/// outside the node (ClusterIPs) are not services.
 #[inline(always)]
-pub fn select_backend(address: u32, port: u16, proto: u8, client: u64) -> Verdict {
+pub fn select_backend(address: u32, port: u16, proto: u8, client: u64, external_only: bool) -> Verdict {
     let mut key = Service4Key { address, port, backend_slot: 0, proto, pad: [0; 3] };
     // SAFETY: the value is copied out at once; a concurrent agent update can at
     // worst give us the old or the new master, both of which name written slots.
     let Some(master) = (unsafe { SERVICES.get(&key) }).copied() else {
         return Verdict::NotAService;
     };
+    // The per-packet path serves only frontends meant for outside clients;
+    // a ClusterIP is answered at the socket layer of in-cluster clients.
+    if external_only && master.flags & SVC_FLAG_EXTERNAL == 0 {
+        return Verdict::NotAService;
+    }
     if master.count == 0 {
         return Verdict::NoBackend;
     }

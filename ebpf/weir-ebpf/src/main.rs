@@ -5,8 +5,10 @@
 //! backends before the kernel routes anything. The packet never carries the
 //! VIP, so no per-packet NAT or conntrack is needed for this path.
 //!
-//! Masquerade: TC programs on the node's uplink SNAT pod traffic that leaves
-//! the cluster to the node address and reverse it for the replies.
+//! Per-packet path: TC programs on the node's uplink load-balance NodePort,
+//! externalIP and LoadBalancer-IP connections from outside, masquerade pod
+//! traffic leaving the cluster, and translate the replies of both, with one
+//! LRU NAT table as connection tracking.
 //!
 //! The crate is meant for `bpfel-unknown-none` (`cargo xtask build`). On any
 //! other target it compiles to an empty program, so workspace-wide commands
@@ -14,11 +16,19 @@
 #![cfg_attr(target_arch = "bpf", no_std, no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod fib;
+#[cfg(target_arch = "bpf")]
 mod lb;
 #[cfg(target_arch = "bpf")]
 mod masq;
 #[cfg(target_arch = "bpf")]
+mod nat;
+#[cfg(target_arch = "bpf")]
+mod nodeport;
+#[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod tc;
 #[cfg(target_arch = "bpf")]
 mod sock;
 

@@ -8,7 +8,7 @@
 
 use aya_ebpf::bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR};
 use aya_ebpf::programs::TcContext;
-use weir_common::{IPPROTO_TCP, IPPROTO_UDP};
+use weir_common::{IPPROTO_TCP, IPPROTO_UDP, Nat4Key, NatRewrite};
 
 /// Ethernet header length: TC sees L2 frames on Ethernet-like devices.
 const ETH_HLEN: usize = 14;
@@ -86,28 +86,48 @@ impl Packet {
         if self.proto == IPPROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 }
     }
 
-    /// Rewrites the source (`to_source == true`) or destination address and
-    /// port, fixing the IP checksum and the L4 checksum (whose pseudo-header
-    /// covers the addresses).
+    /// Rewrites the packet's addresses and ports to `to`, fixing the IP
+    /// checksum and the L4 checksum (whose pseudo-header covers the
+    /// addresses). Fields already equal are not touched.
     #[inline(always)]
-    pub fn rewrite(&self, ctx: &TcContext, to_source: bool, addr: u32, port: u16) -> Result<(), i64> {
-        let (addr_off, old_addr, port_off, old_port) = if to_source {
-            (IP_SADDR, self.saddr, self.l4, self.sport)
-        } else {
-            (IP_DADDR, self.daddr, self.l4 + 2, self.dport)
-        };
-        let check = self.l4_check();
-        if addr != old_addr {
-            let flags = u64::from(BPF_F_PSEUDO_HDR) | self.mangled_flag() | 4;
-            ctx.l4_csum_replace(check, u64::from(old_addr), u64::from(addr), flags)?;
-            ctx.l3_csum_replace(IP_CHECK, u64::from(old_addr), u64::from(addr), 4)?;
-            ctx.store(addr_off, &addr, 0)?;
+    pub fn rewrite(&self, ctx: &TcContext, to: &NatRewrite) -> Result<(), i64> {
+        self.rewrite_addr(ctx, IP_SADDR, self.saddr, to.saddr)?;
+        self.rewrite_addr(ctx, IP_DADDR, self.daddr, to.daddr)?;
+        self.rewrite_port(ctx, self.l4, self.sport, to.sport)?;
+        self.rewrite_port(ctx, self.l4 + 2, self.dport, to.dport)
+    }
+
+    #[inline(always)]
+    fn rewrite_addr(&self, ctx: &TcContext, offset: usize, old: u32, new: u32) -> Result<(), i64> {
+        if old == new {
+            return Ok(());
         }
-        if port != old_port {
-            let flags = self.mangled_flag() | 2;
-            ctx.l4_csum_replace(check, u64::from(old_port), u64::from(port), flags)?;
-            ctx.store(port_off, &port, 0)?;
+        let flags = u64::from(BPF_F_PSEUDO_HDR) | self.mangled_flag() | 4;
+        ctx.l4_csum_replace(self.l4_check(), u64::from(old), u64::from(new), flags)?;
+        ctx.l3_csum_replace(IP_CHECK, u64::from(old), u64::from(new), 4)?;
+        ctx.store(offset, &new, 0)
+    }
+
+    #[inline(always)]
+    fn rewrite_port(&self, ctx: &TcContext, offset: usize, old: u16, new: u16) -> Result<(), i64> {
+        if old == new {
+            return Ok(());
         }
-        Ok(())
+        ctx.l4_csum_replace(self.l4_check(), u64::from(old), u64::from(new), self.mangled_flag() | 2)?;
+        ctx.store(offset, &new, 0)
+    }
+
+    /// The key of this packet's tuple as seen at `direction`.
+    #[inline(always)]
+    pub fn key(&self, direction: u8) -> Nat4Key {
+        Nat4Key {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.proto,
+            direction,
+            pad: [0; 2],
+        }
     }
 }

@@ -1,0 +1,179 @@
+//! One synchronisation pass: Kubernetes objects → desired state → every
+//! reconciler (load-balancer maps, node routes, masquerade, CNI config,
+//! health-check servers). The source that produced the objects does not
+//! matter: this is the single code path after it.
+
+use std::ops::RangeInclusive;
+
+use ipnetwork::Ipv4Network;
+use tracing::{info, warn};
+
+use crate::cni_config::CniConfig;
+use crate::desired::{self, NodeState, Scope};
+use crate::healthcheck::HealthServers;
+use crate::maps::{LbMaps, MasqMaps};
+use crate::reconcile::{Reconciler, masq};
+use crate::routes::{self, NetlinkRoutes};
+use crate::source::Objects;
+use crate::status::Status;
+
+/// Which node this agent runs on and what it does for it.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// `metadata.name` of this node's Node object.
+    pub name: String,
+    /// The CNI conflist to write once the podCIDR is known.
+    pub cni: CniConfig,
+    /// Masquerade pods of this cluster CIDR leaving the cluster to the node
+    /// address; `None`: never masquerade.
+    pub masquerade: Option<Ipv4Network>,
+}
+
+/// Everything the agent writes, and how.
+pub struct Syncer<M, Q> {
+    /// Load-balancer maps.
+    pub lb: Reconciler<M>,
+    /// Masquerade / node configuration maps.
+    pub masq: Q,
+    /// Node plumbing; `None`: load balancing only.
+    pub node: Option<NodeOptions>,
+    /// Allowed nodePort values.
+    pub node_port_range: RangeInclusive<u16>,
+    routes: Option<NetlinkRoutes>,
+    health: HealthServers,
+}
+
+impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
+    /// A syncer; opens the route table when there is a node to plumb. Must
+    /// be called inside a tokio runtime.
+    pub fn new(
+        lb: Reconciler<M>,
+        masq: Q,
+        node: Option<NodeOptions>,
+        node_port_range: RangeInclusive<u16>,
+    ) -> Self {
+        let routes = node.as_ref().and_then(|_| {
+            NetlinkRoutes::new()
+                .inspect_err(
+                    |e| warn!(error = %e, "cannot manage node routes; other nodes' pods stay unreachable"),
+                )
+                .ok()
+        });
+        Self {
+            lb,
+            masq,
+            node,
+            node_port_range,
+            routes,
+            health: HealthServers::default(),
+        }
+    }
+
+    /// Brings everything to what `objects` say. Returns whether all of it is
+    /// now in place (otherwise call again: every step is idempotent).
+    pub async fn sync(&mut self, objects: &Objects, status: &mut Status) -> bool {
+        let node_state = self.node.as_ref().map(|node| {
+            let (state, errors) = desired::compute_nodes(&objects.nodes, &node.name);
+            for e in &errors {
+                warn!(error = %e, "skipping object");
+            }
+            state
+        });
+        let local = node_state.as_ref().and_then(|s| s.local.as_ref());
+        let scope = Scope {
+            node_name: self.node.as_ref().map(|n| n.name.clone()),
+            node_addresses: local.and_then(|l| l.internal_ip).into_iter().collect(),
+            node_port_range: self.node_port_range.clone(),
+        };
+        let (desired, errors) = desired::compute(&objects.services, &objects.slices, &scope);
+        for e in &errors {
+            warn!(error = %e, "skipping object");
+        }
+        let mut ok = self.apply_lb(&desired, status);
+        self.health.update(&desired.health_checks).await;
+        if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
+            ok &= self.apply_routes(state, status).await;
+            ok &= self.apply_masquerade(state, &node);
+            ok &= write_cni_config(state, &node, status);
+        }
+        ok
+    }
+
+    fn apply_lb(&mut self, desired: &desired::DesiredState, status: &mut Status) -> bool {
+        match self.lb.reconcile(desired) {
+            Ok(summary) => {
+                status.frontends = summary.frontends;
+                status.backends = summary.backends;
+                info!(
+                    frontends = summary.frontends,
+                    backends = summary.backends,
+                    updated = summary.updated,
+                    deleted = summary.deleted,
+                    "load balancer reconciled"
+                );
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "load balancer reconcile failed; retrying");
+                false
+            }
+        }
+    }
+
+    async fn apply_routes(&mut self, state: &NodeState, status: &mut Status) -> bool {
+        let Some(table) = self.routes.as_mut() else {
+            return false;
+        };
+        match routes::reconcile(table, &state.routes).await {
+            Ok(summary) => {
+                status.node_routes = summary.routes;
+                if summary.updated + summary.deleted > 0 {
+                    info!(
+                        routes = summary.routes,
+                        updated = summary.updated,
+                        deleted = summary.deleted,
+                        "node routes reconciled"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "node route reconcile failed; retrying");
+                false
+            }
+        }
+    }
+
+    fn apply_masquerade(&mut self, state: &NodeState, node: &NodeOptions) -> bool {
+        let node_ip = state.local.as_ref().and_then(|local| local.internal_ip);
+        let want = masq::desired(node.masquerade, node_ip, &state.node_ips);
+        match masq::reconcile(&mut self.masq, &want) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "masquerade reconcile failed; retrying");
+                false
+            }
+        }
+    }
+}
+
+fn write_cni_config(state: &NodeState, node: &NodeOptions, status: &mut Status) -> bool {
+    let pod_cidr = state.local.as_ref().and_then(|local| local.pod_cidr);
+    status.pod_cidr = pod_cidr.map(|c| c.to_string());
+    let Some(pod_cidr) = pod_cidr else {
+        // No podCIDR yet: no conflist, so the runtime creates no pods here.
+        warn!(node = %node.name, "this node has no Node object with an IPv4 podCIDR yet");
+        return true;
+    };
+    match node.cni.write(pod_cidr) {
+        Ok(true) => {
+            info!(path = %node.cni.path().display(), %pod_cidr, "CNI config written");
+            true
+        }
+        Ok(false) => true,
+        Err(e) => {
+            warn!(error = %e, path = %node.cni.path().display(), "cannot write CNI config; retrying");
+            false
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! NodePort, externalIPs and LoadBalancer IPs: connections from outside the
+//! node, translated per packet at the uplink's ingress.
+//!
+//! A local backend gets the client's own address (its reply is rewritten
+//! back on the uplink's egress). A backend on another node gets the
+//! connection from this node's address and a reserved port, so its reply
+//! comes back here to be rewritten (externalTrafficPolicy Cluster; with
+//! Local the agent programs local backends only and nothing is SNATed).
+
+use weir_common::lb::BACKEND_LOCAL;
+use weir_common::nat::{NAT_EGRESS, NAT_INGRESS};
+use weir_common::{MasqConfig, Nat4Key, NatRewrite};
+
+use crate::lb::{Verdict, select_backend};
+use crate::nat;
+use crate::packet::Packet;
+
+/// What to do with a packet arriving on the uplink that no NAT entry knows.
+pub enum Outcome {
+    /// Not for an external frontend: leave it.
+    Pass,
+    /// A new connection to a backend: rewrite it like this.
+    Rewrite(NatRewrite),
+    /// An external frontend without backends, or no state could be kept.
+    Drop,
+}
+
+/// Affinity clients of the per-packet path are client addresses, kept apart
+/// from the socket layer's network namespace cookies by the top bit.
+const CLIENT_IP_TAG: u64 = 1 << 63;
+
+/// Starts translating a new connection to an external frontend.
+#[inline(always)]
+pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
+    let client = CLIENT_IP_TAG | u64::from(packet.saddr);
+    let backend = match select_backend(packet.daddr, packet.dport, packet.proto, client, true) {
+        Verdict::NotAService => return Outcome::Pass,
+        Verdict::NoBackend => return Outcome::Drop,
+        Verdict::Backend(backend) => backend,
+    };
+    // What the reply must become: from the frontend to the client.
+    let reply = NatRewrite { saddr: packet.daddr, daddr: packet.saddr, sport: packet.dport, dport: packet.sport };
+    let forward = if backend.flags & BACKEND_LOCAL != 0 {
+        // The reply leaves through the uplink as backend → client.
+        let reply_key = Nat4Key {
+            saddr: backend.address,
+            daddr: packet.saddr,
+            sport: backend.port,
+            dport: packet.sport,
+            proto: packet.proto,
+            direction: NAT_EGRESS,
+            pad: [0; 2],
+        };
+        if nat::insert(&reply_key, &reply).is_err() {
+            return Outcome::Drop;
+        }
+        NatRewrite { saddr: packet.saddr, daddr: backend.address, sport: packet.sport, dport: backend.port }
+    } else {
+        // The reply arrives on the uplink as backend → node:port.
+        let Some(port) = nat::reserve_port(
+            config.node_ip,
+            backend.address,
+            backend.port,
+            packet.proto,
+            packet.sport,
+            NAT_INGRESS,
+            &reply,
+        ) else {
+            return Outcome::Drop;
+        };
+        NatRewrite { saddr: config.node_ip, daddr: backend.address, sport: port, dport: backend.port }
+    };
+    if nat::insert(&packet.key(NAT_INGRESS), &forward).is_err() {
+        return Outcome::Drop;
+    }
+    Outcome::Rewrite(forward)
+}
