@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, SERVICES_MAP};
+use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, SERVICES_MAP};
 use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP};
 
 use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
@@ -142,6 +142,7 @@ impl Datapath {
                 ebpf.take_map(SERVICES_MAP),
                 ebpf.take_map(BACKENDS_MAP),
                 ebpf.take_map(AFFINITY_MAP),
+                ebpf.take_map(MAGLEV_MAP),
             )?,
             masq: PinnedMasqMaps::new(ebpf.take_map(MASQ_CONFIG_MAP), ebpf.take_map(MASQ_SKIP_MAP))?,
         };

@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use weir_agent::cni_config::CniConfig;
 use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
-use weir_agent::reconcile::Reconciler;
+use weir_agent::desired::{Algorithm, Scope};
+use weir_agent::reconcile::{Reconciler, maglev};
 use weir_agent::standalone;
 use weir_agent::sync::{NodeOptions, Syncer};
 
@@ -66,6 +67,13 @@ struct Args {
     /// Allowed nodePort values, as the API server's --service-node-port-range.
     #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
     node_port_range: std::ops::RangeInclusive<u16>,
+    /// How connections from outside the node pick a backend: random or
+    /// maglev (per Service: annotation weir.dev/lb-algorithm).
+    #[arg(long, env = "WEIR_LB_ALGORITHM", default_value = "random")]
+    lb_algorithm: Algorithm,
+    /// Maglev lookup table size per frontend (a prime, at most 1021).
+    #[arg(long, default_value_t = maglev::DEFAULT_TABLE_SIZE, value_parser = parse_maglev_size)]
+    maglev_table_size: u32,
     /// Load this eBPF object instead of the one built into the binary.
     #[arg(long)]
     bpf_object: Option<PathBuf>,
@@ -108,11 +116,22 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, args.node_port_range);
+        let settings = Scope {
+            node_port_range: args.node_port_range,
+            algorithm: args.lb_algorithm,
+            maglev_table_size: args.maglev_table_size,
+            ..Scope::default()
+        };
+        let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, settings);
         standalone::run(&options, &mut syncer, shutdown_signal()).await;
     });
     tracing::info!("shutting down; maps stay pinned, programs detach");
     Ok(())
+}
+
+fn parse_maglev_size(text: &str) -> Result<u32, String> {
+    let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
+    maglev::check_table_size(size).map_err(|e| e.to_string())
 }
 
 /// Parses `FIRST-LAST`.

@@ -3,8 +3,6 @@
 //! health-check servers). The source that produced the objects does not
 //! matter: this is the single code path after it.
 
-use std::ops::RangeInclusive;
-
 use ipnetwork::Ipv4Network;
 use tracing::{info, warn};
 
@@ -37,8 +35,9 @@ pub struct Syncer<M, Q> {
     pub masq: Q,
     /// Node plumbing; `None`: load balancing only.
     pub node: Option<NodeOptions>,
-    /// Allowed nodePort values.
-    pub node_port_range: RangeInclusive<u16>,
+    /// Cluster-wide load-balancing settings; the node fields are filled in
+    /// from the Node objects on every pass.
+    pub settings: Scope,
     routes: Option<NetlinkRoutes>,
     health: HealthServers,
 }
@@ -46,12 +45,7 @@ pub struct Syncer<M, Q> {
 impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     /// A syncer; opens the route table when there is a node to plumb. Must
     /// be called inside a tokio runtime.
-    pub fn new(
-        lb: Reconciler<M>,
-        masq: Q,
-        node: Option<NodeOptions>,
-        node_port_range: RangeInclusive<u16>,
-    ) -> Self {
+    pub fn new(lb: Reconciler<M>, masq: Q, node: Option<NodeOptions>, settings: Scope) -> Self {
         let routes = node.as_ref().and_then(|_| {
             NetlinkRoutes::new()
                 .inspect_err(
@@ -63,7 +57,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             lb,
             masq,
             node,
-            node_port_range,
+            settings,
             routes,
             health: HealthServers::default(),
         }
@@ -83,7 +77,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         let scope = Scope {
             node_name: self.node.as_ref().map(|n| n.name.clone()),
             node_addresses: local.and_then(|l| l.internal_ip).into_iter().collect(),
-            node_port_range: self.node_port_range.clone(),
+            ..self.settings.clone()
         };
         let (desired, errors) = desired::compute(&objects.services, &objects.slices, &scope);
         for e in &errors {

@@ -32,6 +32,15 @@ pub enum Reason {
     /// `sessionAffinityConfig.clientIP.timeoutSeconds` outside 1–86400.
     #[error("session affinity timeout {0}s is out of range 1-86400")]
     AffinityTimeoutOutOfRange(i32),
+    /// An annotation weir reads has a value it does not understand; the
+    /// default applies.
+    #[error("annotation {annotation}: {message}")]
+    BadAnnotation {
+        /// The annotation.
+        annotation: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A nodePort or healthCheckNodePort outside the node port range.
     #[error("node port {port} is outside the node port range {min}-{max}")]
     NodePortOutOfRange {

@@ -100,6 +100,34 @@ pub struct FrontendState {
     /// IP): also served per packet at the uplink, with the backends of the
     /// external traffic policy.
     pub external: bool,
+    /// Per-packet traffic picks backends by Maglev with a table of this
+    /// (prime) size; `None`: at random.
+    pub maglev: Option<u32>,
+}
+
+/// How the per-packet path picks a backend for a new connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Algorithm {
+    /// Uniformly at random.
+    #[default]
+    Random,
+    /// Maglev consistent hashing: a connection keeps its backend whichever
+    /// node it enters through, and backend changes move few flows.
+    Maglev,
+}
+
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "random" => Ok(Algorithm::Random),
+            "maglev" => Ok(Algorithm::Maglev),
+            other => Err(format!(
+                "unknown load-balancing algorithm {other:?} (random, maglev)"
+            )),
+        }
+    }
 }
 
 /// The `healthCheckNodePort` answer for an `externalTrafficPolicy: Local`
@@ -123,6 +151,11 @@ pub struct Scope {
     pub node_addresses: Vec<Ipv4Addr>,
     /// Allowed nodePort values (kube-apiserver's `--service-node-port-range`).
     pub node_port_range: std::ops::RangeInclusive<u16>,
+    /// The algorithm of external frontends, unless a Service's
+    /// `weir.dev/lb-algorithm` annotation says otherwise.
+    pub algorithm: Algorithm,
+    /// Maglev table size (prime).
+    pub maglev_table_size: u32,
 }
 
 impl Default for Scope {
@@ -131,6 +164,8 @@ impl Default for Scope {
             node_name: None,
             node_addresses: Vec::new(),
             node_port_range: 30_000..=32_767,
+            algorithm: Algorithm::Random,
+            maglev_table_size: crate::reconcile::maglev::DEFAULT_TABLE_SIZE,
         }
     }
 }

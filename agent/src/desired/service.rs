@@ -9,7 +9,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Endpoint};
 use super::{
-    DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, Protocol, Reason, Scope, ServiceName,
+    Algorithm, DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, Protocol, Reason, Scope,
+    ServiceName,
 };
 
 /// The label an EndpointSlice carries to say which Service it belongs to.
@@ -85,6 +86,23 @@ impl ServiceBuilder<'_> {
             .flatten();
         let external_ips = external_addresses(svc, spec);
         let node_port_type = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+        let annotation = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ALGORITHM_ANNOTATION));
+        let algorithm = match annotation.map(|a| a.parse::<Algorithm>()) {
+            None => self.scope.algorithm,
+            Some(Ok(algorithm)) => algorithm,
+            Some(Err(message)) => {
+                self.error(Reason::BadAnnotation {
+                    annotation: ALGORITHM_ANNOTATION,
+                    message,
+                });
+                self.scope.algorithm
+            }
+        };
+        let maglev = (algorithm == Algorithm::Maglev).then_some(self.scope.maglev_table_size);
         let mut local_endpoints = std::collections::BTreeSet::new();
 
         for port in spec.ports.iter().flatten() {
@@ -132,6 +150,8 @@ impl ServiceBuilder<'_> {
                     backends: backends.clone(),
                     affinity_timeout,
                     external: is_external,
+                    // Maglev is for the per-packet path; sockets pick at random.
+                    maglev: maglev.filter(|_| is_external),
                 };
                 self.insert(frontend, entry);
             }
@@ -191,6 +211,9 @@ fn external_addresses(svc: &Service, spec: &ServiceSpec) -> Vec<Ipv4Addr> {
     ips.dedup();
     ips
 }
+
+/// Per-Service override of the external load-balancing algorithm.
+pub const ALGORITHM_ANNOTATION: &str = "weir.dev/lb-algorithm";
 
 /// Default `sessionAffinityConfig.clientIP.timeoutSeconds` (3 hours).
 const DEFAULT_AFFINITY_TIMEOUT: i32 = 10_800;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use weir_common::lb::{Affinity4Key, Affinity4Value};
+use weir_common::lb::{Affinity4Key, Affinity4Value, MaglevTable};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use super::{Error, LbMaps, Result};
@@ -15,6 +15,8 @@ pub struct FakeLbMaps {
     pub services: BTreeMap<Service4Key, Service4Value>,
     /// Backend map contents.
     pub backends: BTreeMap<BackendId, Backend4>,
+    /// Maglev tables.
+    pub maglev: BTreeMap<Service4Key, MaglevTable>,
     /// Session-affinity map contents (the datapath's writes, in tests by hand).
     pub affinity: BTreeMap<Affinity4Key, Affinity4Value>,
     /// When `Some(n)`, the write after `n` more successful writes fails once.
@@ -73,6 +75,22 @@ impl LbMaps for FakeLbMaps {
     fn delete_backend(&mut self, id: BackendId) -> Result<()> {
         self.write("delete_backend")?;
         self.backends.remove(&id);
+        Ok(())
+    }
+
+    fn maglev_tables(&self) -> Result<Vec<(Service4Key, MaglevTable)>> {
+        Ok(self.maglev.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn put_maglev(&mut self, key: &Service4Key, table: &MaglevTable) -> Result<()> {
+        self.write("put_maglev")?;
+        self.maglev.insert(*key, *table);
+        Ok(())
+    }
+
+    fn delete_maglev(&mut self, key: &Service4Key) -> Result<()> {
+        self.write("delete_maglev")?;
+        self.maglev.remove(key);
         Ok(())
     }
 

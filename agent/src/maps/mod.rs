@@ -9,7 +9,7 @@ pub use fake::FakeLbMaps;
 pub use masq::{MasqMaps, PinnedMasqMaps};
 pub use pinned::PinnedLbMaps;
 
-use weir_common::lb::{Affinity4Key, Affinity4Value};
+use weir_common::lb::{Affinity4Key, Affinity4Value, MaglevTable};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 /// Errors from reading or writing a map.
@@ -54,6 +54,12 @@ pub trait LbMaps {
     fn put_backend(&mut self, id: BackendId, backend: &Backend4) -> Result<()>;
     /// Removes a backend; a missing id is success.
     fn delete_backend(&mut self, id: BackendId) -> Result<()>;
+    /// All Maglev tables, by master key.
+    fn maglev_tables(&self) -> Result<Vec<(Service4Key, MaglevTable)>>;
+    /// Inserts or replaces a frontend's Maglev table.
+    fn put_maglev(&mut self, key: &Service4Key, table: &MaglevTable) -> Result<()>;
+    /// Removes a Maglev table; a missing key is success.
+    fn delete_maglev(&mut self, key: &Service4Key) -> Result<()>;
     /// All session-affinity entries (written by the datapath).
     fn affinities(&self) -> Result<Vec<(Affinity4Key, Affinity4Value)>>;
     /// Removes a session-affinity entry; a missing key is success.

@@ -1,7 +1,9 @@
 //! [`LbMaps`] over the real eBPF hash maps, pinned in bpffs by the loader.
 
 use aya::maps::{HashMap, Map, MapData, MapError};
-use weir_common::lb::{AFFINITY_MAP, Affinity4Key, Affinity4Value, BACKENDS_MAP, SERVICES_MAP};
+use weir_common::lb::{
+    AFFINITY_MAP, Affinity4Key, Affinity4Value, BACKENDS_MAP, MAGLEV_MAP, MaglevTable, SERVICES_MAP,
+};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use super::{Error, LbMaps, Result};
@@ -11,11 +13,18 @@ pub struct PinnedLbMaps {
     services: HashMap<MapData, Service4Key, Service4Value>,
     backends: HashMap<MapData, BackendId, Backend4>,
     affinity: HashMap<MapData, Affinity4Key, Affinity4Value>,
+    maglev: HashMap<MapData, Service4Key, MaglevTable>,
 }
 
 impl PinnedLbMaps {
     /// Wraps the maps taken out of a loaded eBPF object.
-    pub fn new(services: Option<Map>, backends: Option<Map>, affinity: Option<Map>) -> Result<Self> {
+    pub fn new(
+        services: Option<Map>,
+        backends: Option<Map>,
+        affinity: Option<Map>,
+        maglev: Option<Map>,
+    ) -> Result<Self> {
+        let maglev = maglev.ok_or(Error::Missing(MAGLEV_MAP))?;
         let services = services.ok_or(Error::Missing(SERVICES_MAP))?;
         let backends = backends.ok_or(Error::Missing(BACKENDS_MAP))?;
         let affinity = affinity.ok_or(Error::Missing(AFFINITY_MAP))?;
@@ -24,6 +33,7 @@ impl PinnedLbMaps {
             backends: HashMap::try_from(backends).map_err(map_err(BACKENDS_MAP, "open"))?,
             // An LRU hash: aya's HashMap wrapper serves both hash flavours.
             affinity: HashMap::try_from(affinity).map_err(map_err(AFFINITY_MAP, "open"))?,
+            maglev: HashMap::try_from(maglev).map_err(map_err(MAGLEV_MAP, "open"))?,
         })
     }
 }
@@ -75,6 +85,23 @@ impl LbMaps for PinnedLbMaps {
 
     fn delete_backend(&mut self, id: BackendId) -> Result<()> {
         ignore_missing(self.backends.remove(&id)).map_err(map_err(BACKENDS_MAP, "delete"))
+    }
+
+    fn maglev_tables(&self) -> Result<Vec<(Service4Key, MaglevTable)>> {
+        self.maglev
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(MAGLEV_MAP, "iterate"))
+    }
+
+    fn put_maglev(&mut self, key: &Service4Key, table: &MaglevTable) -> Result<()> {
+        self.maglev
+            .insert(key, table, 0)
+            .map_err(map_err(MAGLEV_MAP, "update"))
+    }
+
+    fn delete_maglev(&mut self, key: &Service4Key) -> Result<()> {
+        ignore_missing(self.maglev.remove(key)).map_err(map_err(MAGLEV_MAP, "delete"))
     }
 
     fn affinities(&self) -> Result<Vec<(Affinity4Key, Affinity4Value)>> {

@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use weir_common::lb::{BACKEND_LOCAL, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL};
+use weir_common::lb::{
+    BACKEND_LOCAL, MAGLEV_MAX_TABLE_SIZE, MaglevTable, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, SVC_FLAG_MAGLEV,
+};
+
+use super::maglev;
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 use crate::desired::{DesiredState, L4Addr, Protocol};
@@ -15,6 +19,8 @@ pub struct Layout {
     pub services: BTreeMap<Service4Key, Service4Value>,
     /// Backend map.
     pub backends: BTreeMap<BackendId, Backend4>,
+    /// Maglev tables of the frontends that use Maglev and have backends.
+    pub maglev: BTreeMap<Service4Key, MaglevTable>,
 }
 
 /// The service map key of a frontend's slot. Address and port go into the
@@ -95,8 +101,30 @@ pub fn layout(desired: &DesiredState, current_backends: &BTreeMap<BackendId, Bac
             flags: master_flags(state),
         };
         out.services.insert(service_key(frontend, 0), master);
+        if let Some(size) = state.maglev
+            && !backends.is_empty()
+        {
+            let ids: Vec<BackendId> = backends.iter().map(|b| ids[b]).collect();
+            out.maglev
+                .insert(service_key(frontend, 0), maglev_table(backends, &ids, size));
+        }
     }
     out
+}
+
+/// The Maglev table of a frontend: backends named by their address so every
+/// node computes the same table.
+fn maglev_table(backends: &[L4Addr], ids: &[BackendId], size: u32) -> MaglevTable {
+    let names: Vec<String> = backends.iter().map(ToString::to_string).collect();
+    let mut table = MaglevTable {
+        size,
+        pad: 0,
+        backends: [0; MAGLEV_MAX_TABLE_SIZE as usize],
+    };
+    for (slot, index) in table.backends.iter_mut().zip(maglev::table(&names, size)) {
+        *slot = ids[index];
+    }
+    table
 }
 
 /// Flags of a frontend's master entry.
@@ -107,6 +135,9 @@ fn master_flags(state: &crate::desired::FrontendState) -> u16 {
     }
     if state.external {
         flags |= SVC_FLAG_EXTERNAL;
+    }
+    if state.maglev.is_some() {
+        flags |= SVC_FLAG_MAGLEV;
     }
     flags
 }

@@ -5,10 +5,11 @@
 //! consistent for the datapath:
 //!
 //! 1. new or changed backends (nothing points at them yet);
-//! 2. new or changed backend slots (not reachable until the master count says so);
+//! 2. new or changed backend slots and Maglev tables (not reachable until
+//!    the master count or flag says so);
 //! 3. master entries (a frontend appears, or its count changes);
 //! 4. stale master entries (a frontend disappears as one write);
-//! 5. stale slots (beyond every count by now);
+//! 5. stale slots and Maglev tables (no master points at them any more);
 //! 6. stale backends (no slot names them any more);
 //! 7. session-affinity entries whose backend left their frontend (the
 //!    datapath trusts a sticky backend it finds, so it must still be valid).
@@ -17,6 +18,7 @@
 //! simply run again: every write is idempotent.
 
 pub mod layout;
+pub mod maglev;
 pub mod masq;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,7 @@ impl<M: LbMaps> Reconciler<M> {
     pub fn reconcile(&mut self, desired: &DesiredState) -> maps::Result<Summary> {
         let current_services: BTreeMap<_, _> = self.maps.services()?.into_iter().collect();
         let current_backends: BTreeMap<_, _> = self.maps.backends()?.into_iter().collect();
+        let current_maglev: BTreeMap<_, _> = self.maps.maglev_tables()?.into_iter().collect();
         let want = layout::layout(desired, &current_backends);
         let mut summary = Summary {
             frontends: want.services.keys().filter(|k| k.backend_slot == 0).count(),
@@ -73,6 +76,12 @@ impl<M: LbMaps> Reconciler<M> {
         for (id, value) in &want.backends {
             if current_backends.get(id) != Some(value) {
                 self.maps.put_backend(*id, value)?;
+                summary.updated += 1;
+            }
+        }
+        for (key, table) in &want.maglev {
+            if current_maglev.get(key) != Some(table) {
+                self.maps.put_maglev(key, table)?;
                 summary.updated += 1;
             }
         }
@@ -99,6 +108,12 @@ impl<M: LbMaps> Reconciler<M> {
                     self.maps.delete_service(key)?;
                     summary.deleted += 1;
                 }
+            }
+        }
+        for key in current_maglev.keys() {
+            if !want.maglev.contains_key(key) {
+                self.maps.delete_maglev(key)?;
+                summary.deleted += 1;
             }
         }
         for id in current_backends.keys() {

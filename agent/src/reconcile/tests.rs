@@ -26,6 +26,7 @@ fn state(frontends: &[(L4Addr, &[L4Addr])]) -> DesiredState {
                 backends: backends.to_vec(),
                 affinity_timeout: None,
                 external: false,
+                maglev: None,
             },
         );
     }
@@ -211,4 +212,30 @@ fn affinity_is_programmed_in_the_master_and_stale_sticky_entries_are_pruned() {
     desired.frontends.get_mut(&vip()).unwrap().affinity_timeout = None;
     rec.reconcile(&desired).unwrap();
     assert!(rec.maps().affinity.is_empty());
+}
+
+#[test]
+fn maglev_frontends_get_a_table_of_their_backend_ids_and_lose_it_with_them() {
+    let mut desired = state(&[(vip(), &three())]);
+    let frontend = desired.frontends.get_mut(&vip()).unwrap();
+    frontend.external = true;
+    frontend.maglev = Some(251);
+    let mut rec = Reconciler::new(FakeLbMaps::default());
+    rec.reconcile(&desired).unwrap();
+    let key = layout::service_key(&vip(), 0);
+    let master = rec.maps().services[&key];
+    assert_eq!(
+        master.flags,
+        weir_common::lb::SVC_FLAG_EXTERNAL | weir_common::lb::SVC_FLAG_MAGLEV
+    );
+    let table = rec.maps().maglev[&key];
+    assert_eq!(table.size, 251);
+    let mut ids: Vec<u32> = table.backends[..251].to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(table.backends[251..].iter().all(|id| *id == 0));
+    desired.frontends.clear();
+    rec.reconcile(&desired).unwrap();
+    assert!(rec.maps().maglev.is_empty());
 }

@@ -36,6 +36,18 @@ pub const AFFINITY_MAP_CAPACITY: u32 = 65_536;
 /// The master entry's `backend_id` then holds the timeout in seconds.
 pub const SVC_FLAG_AFFINITY: u16 = 1;
 
+/// Name of the Maglev lookup tables: `BPF_MAP_TYPE_HASH` (not
+/// preallocated), master [`Service4Key`] → [`MaglevTable`].
+pub const MAGLEV_MAP: &str = "weir_lb4_maglev_v1";
+/// Capacity of [`MAGLEV_MAP`]: frontends using Maglev.
+pub const MAGLEV_MAP_CAPACITY: u32 = 4_096;
+/// Largest Maglev table (a prime); a table's own size may be smaller.
+pub const MAGLEV_MAX_TABLE_SIZE: u32 = 1_021;
+
+/// [`Service4Value::flags`] of a master entry: per-packet traffic picks its
+/// backend from the frontend's [`MaglevTable`] by a hash of its tuple.
+pub const SVC_FLAG_MAGLEV: u16 = 4;
+
 /// Identifier of a backend in [`BACKENDS_MAP`] (host byte order, never 0).
 pub type BackendId = u32;
 
@@ -121,6 +133,18 @@ pub struct Affinity4Value {
     pub pad: u32,
 }
 
+/// Value of [`MAGLEV_MAP`]: the lookup table of one frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MaglevTable {
+    /// Entries in use (a prime ≤ [`MAGLEV_MAX_TABLE_SIZE`]).
+    pub size: u32,
+    /// Explicit padding; always zero.
+    pub pad: u32,
+    /// Backend ids; only the first `size` are meaningful.
+    pub backends: [BackendId; MAGLEV_MAX_TABLE_SIZE as usize],
+}
+
 /// Key of [`REVERSE_SK_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -147,6 +171,7 @@ pub struct ReverseSockValue {
     pub pad: u16,
 }
 
+const _: () = assert!(core::mem::size_of::<MaglevTable>() == 8 + 4 * MAGLEV_MAX_TABLE_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<Affinity4Key>() == 16);
 const _: () = assert!(core::mem::size_of::<Affinity4Value>() == 16);
 const _: () = assert!(core::mem::size_of::<ReverseSockKey>() == 16);
@@ -163,6 +188,7 @@ mod pod {
     unsafe impl aya::Pod for super::Service4Key {}
     unsafe impl aya::Pod for super::Service4Value {}
     unsafe impl aya::Pod for super::Backend4 {}
+    unsafe impl aya::Pod for super::MaglevTable {}
     unsafe impl aya::Pod for super::Affinity4Key {}
     unsafe impl aya::Pod for super::Affinity4Value {}
     unsafe impl aya::Pod for super::ReverseSockKey {}

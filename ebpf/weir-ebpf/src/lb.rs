@@ -1,11 +1,13 @@
 //! Service and backend maps and the backend selection on top of them.
 
+use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{HashMap, LruHashMap};
 use weir_common::lb::{
     AFFINITY_MAP_CAPACITY, Affinity4Key, Affinity4Value, BACKENDS_MAP_CAPACITY, Backend4, BackendId,
-    SERVICES_MAP_CAPACITY, SVC_FLAG_AFFINITY, SVC_FLAG_EXTERNAL, Service4Key, Service4Value,
+    MAGLEV_MAP_CAPACITY, MAGLEV_MAX_TABLE_SIZE, MaglevTable, SERVICES_MAP_CAPACITY, SVC_FLAG_AFFINITY,
+    SVC_FLAG_EXTERNAL, SVC_FLAG_MAGLEV, Service4Key, Service4Value,
 };
 
 #[map(name = "weir_lb4_services_v1")]
@@ -13,6 +15,9 @@ static SERVICES: HashMap<Service4Key, Service4Value> = HashMap::pinned(SERVICES_
 
 #[map(name = "weir_lb4_backends_v1")]
 static BACKENDS: HashMap<BackendId, Backend4> = HashMap::pinned(BACKENDS_MAP_CAPACITY, 0);
+
+#[map(name = "weir_lb4_maglev_v1")]
+static MAGLEV: HashMap<Service4Key, MaglevTable> = HashMap::pinned(MAGLEV_MAP_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map(name = "weir_lb4_affinity_v1")]
 static AFFINITY: LruHashMap<Affinity4Key, Affinity4Value> = LruHashMap::pinned(AFFINITY_MAP_CAPACITY, 0);
@@ -30,10 +35,19 @@ pub enum Verdict {
 /// Looks up the frontend `address:port/proto` (network byte order) and picks
 /// one of its backends: the one `client` used last if the Service has
 /// `sessionAffinity: ClientIP` and the timeout has not passed, otherwise one
-/// uniformly at random. With `external_only`, frontends not reachable from
-/// outside the node (ClusterIPs) are not services.
+/// by Maglev if the frontend uses it and a `flow_hash` is given (the
+/// per-packet path), otherwise uniformly at random. With `external_only`,
+/// frontends not reachable from outside the node (ClusterIPs) are not
+/// services.
 #[inline(always)]
-pub fn select_backend(address: u32, port: u16, proto: u8, client: u64, external_only: bool) -> Verdict {
+pub fn select_backend(
+    address: u32,
+    port: u16,
+    proto: u8,
+    client: u64,
+    external_only: bool,
+    flow_hash: Option<u32>,
+) -> Verdict {
     let mut key = Service4Key { address, port, backend_slot: 0, proto, pad: [0; 3] };
     // SAFETY: the value is copied out at once; a concurrent agent update can at
     // worst give us the old or the new master, both of which name written slots.
@@ -55,14 +69,24 @@ pub fn select_backend(address: u32, port: u16, proto: u8, client: u64, external_
     if affinity && let Some(backend) = sticky_backend(&affinity_key, master.backend_id, now) {
         return Verdict::Backend(backend);
     }
-    // Slots are 1-based; slot 0 is the master entry read above.
-    #[expect(clippy::cast_possible_truncation, reason = "the remainder is below count, which is a u16")]
-    // SAFETY: bpf_get_prandom_u32 takes no arguments and cannot fail.
-    let slot = (unsafe { bpf_get_prandom_u32() } % u32::from(master.count)) as u16 + 1;
-    key.backend_slot = slot;
-    // SAFETY: as above, values are copied out immediately.
-    let Some(backend_id) = (unsafe { SERVICES.get(&key) }).map(|s| s.backend_id) else {
-        return Verdict::NoBackend;
+    let maglev = match flow_hash {
+        Some(hash) if master.flags & SVC_FLAG_MAGLEV != 0 => maglev_backend(&key, hash),
+        _ => None,
+    };
+    let backend_id = match maglev {
+        Some(id) => id,
+        None => {
+            // Slots are 1-based; slot 0 is the master entry read above.
+            #[expect(clippy::cast_possible_truncation, reason = "the remainder is below count, which is a u16")]
+            // SAFETY: bpf_get_prandom_u32 takes no arguments and cannot fail.
+            let slot = (unsafe { bpf_get_prandom_u32() } % u32::from(master.count)) as u16 + 1;
+            key.backend_slot = slot;
+            // SAFETY: as above, values are copied out immediately.
+            let Some(id) = (unsafe { SERVICES.get(&key) }).map(|s| s.backend_id) else {
+                return Verdict::NoBackend;
+            };
+            id
+        }
     };
     // SAFETY: as above.
     let Some(backend) = (unsafe { BACKENDS.get(&backend_id) }).copied() else {
@@ -89,4 +113,24 @@ fn sticky_backend(key: &Affinity4Key, timeout_secs: u32, now: u64) -> Option<Bac
     let backend = (unsafe { BACKENDS.get(&last.backend_id) }).copied()?;
     let _ = AFFINITY.insert(key, &Affinity4Value { last_used_ns: now, ..last }, 0);
     Some(backend)
+}
+
+/// The backend Maglev assigns to a flow hash, if the frontend (by its
+/// master key) has a table. Without one (a reconcile in progress) the
+/// caller falls back to random selection.
+#[inline(always)]
+fn maglev_backend(master: &Service4Key, hash: u32) -> Option<BackendId> {
+    let table = MAGLEV.get_ptr(master)?;
+    // SAFETY: the pointer comes from a successful lookup; only two plain
+    // integers are read.
+    let size = unsafe { (*table).size };
+    if size == 0 {
+        return None;
+    }
+    let index = (hash % size) as usize;
+    if index >= MAGLEV_MAX_TABLE_SIZE as usize {
+        return None;
+    }
+    // SAFETY: index is below the array length (checked above).
+    Some(unsafe { (*table).backends[index] })
 }

@@ -33,7 +33,7 @@ const CLIENT_IP_TAG: u64 = 1 << 63;
 #[inline(always)]
 pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
     let client = CLIENT_IP_TAG | u64::from(packet.saddr);
-    let backend = match select_backend(packet.daddr, packet.dport, packet.proto, client, true) {
+    let backend = match select_backend(packet.daddr, packet.dport, packet.proto, client, true, Some(flow_hash(packet))) {
         Verdict::NotAService => return Outcome::Pass,
         Verdict::NoBackend => return Outcome::Drop,
         Verdict::Backend(backend) => backend,
@@ -74,4 +74,19 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
         return Outcome::Drop;
     }
     Outcome::Rewrite(forward)
+}
+
+/// A hash of the connection's tuple for Maglev: the same connection hashes
+/// the same on every node, whichever node the load balancer in front picks.
+#[inline(always)]
+fn flow_hash(packet: &Packet) -> u32 {
+    let mut h = u64::from(packet.saddr) << 32 | u64::from(packet.daddr);
+    h ^= (u64::from(packet.sport) << 24) | (u64::from(packet.dport) << 8) | u64::from(packet.proto);
+    // splitmix64 finaliser: every input bit reaches every output bit.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    #[expect(clippy::cast_possible_truncation, reason = "folding to 32 bits on purpose")]
+    let folded = (h ^ (h >> 32)) as u32;
+    folded
 }

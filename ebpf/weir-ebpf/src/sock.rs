@@ -74,7 +74,7 @@ fn translate_forward(ctx: &SockAddrContext) -> i32 {
     // The client, for session affinity: its network namespace (one per pod).
     // SAFETY: valid context pointer.
     let client = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
-    match select_backend(address, port, proto, client, false) {
+    match select_backend(address, port, proto, client, false, None) {
         Verdict::NotAService => ALLOW,
         Verdict::NoBackend => {
             // SAFETY: sets this syscall's return value; no memory involved.
