@@ -60,6 +60,12 @@ struct Args {
     /// node address.
     #[arg(long, env = "WEIR_CLUSTER_CIDR")]
     cluster_cidr: Option<ipnetwork::Ipv4Network>,
+    /// The Service CIDR (kube-apiserver's --service-cluster-ip-range): the
+    /// node routes it as unreachable, so a ClusterIP packet no socket hook
+    /// translated (e.g. ping) is refused at once, never sent to the default
+    /// route. Needs --node-name.
+    #[arg(long, env = "WEIR_SERVICE_CIDR", requires = "node_name")]
+    service_cidr: Option<ipnetwork::Ipv4Network>,
     /// Masquerade pod traffic leaving the cluster (needs --node-name,
     /// --device and --cluster-cidr).
     #[arg(long, env = "WEIR_MASQUERADE", requires_all = ["node_name", "device", "cluster_cidr"])]
@@ -111,6 +117,7 @@ fn main() -> anyhow::Result<()> {
             mtu: args.pod_mtu,
         },
         masquerade: args.cluster_cidr.filter(|_| args.masquerade),
+        service_cidr: args.service_cidr,
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -3,6 +3,8 @@
 //! health-check servers). The source that produced the objects does not
 //! matter: this is the single code path after it.
 
+use std::collections::BTreeMap;
+
 use ipnetwork::Ipv4Network;
 use tracing::{info, warn};
 
@@ -11,7 +13,7 @@ use crate::desired::{self, NodeState, Scope};
 use crate::healthcheck::HealthServers;
 use crate::maps::{LbMaps, MasqMaps};
 use crate::reconcile::{Reconciler, masq};
-use crate::routes::{self, NetlinkRoutes};
+use crate::routes::{self, NetlinkRoutes, Target};
 use crate::source::Objects;
 use crate::status::Status;
 
@@ -25,6 +27,10 @@ pub struct NodeOptions {
     /// Masquerade pods of this cluster CIDR leaving the cluster to the node
     /// address; `None`: never masquerade.
     pub masquerade: Option<Ipv4Network>,
+    /// The Service CIDR: traffic to it that no socket hook translated is
+    /// answered unreachable by the node instead of following its default
+    /// route; `None`: no such route.
+    pub service_cidr: Option<Ipv4Network>,
 }
 
 /// Everything the agent writes, and how.
@@ -86,7 +92,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         let mut ok = self.apply_lb(&desired, status);
         self.health.update(&desired.health_checks).await;
         if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
-            ok &= self.apply_routes(state, status).await;
+            ok &= self.apply_routes(state, &node, status).await;
             ok &= self.apply_masquerade(state, &node);
             ok &= write_cni_config(state, &node, status);
         }
@@ -114,11 +120,19 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         }
     }
 
-    async fn apply_routes(&mut self, state: &NodeState, status: &mut Status) -> bool {
+    async fn apply_routes(&mut self, state: &NodeState, node: &NodeOptions, status: &mut Status) -> bool {
         let Some(table) = self.routes.as_mut() else {
             return false;
         };
-        match routes::reconcile(table, &state.routes).await {
+        let mut desired: BTreeMap<Ipv4Network, Target> = state
+            .routes
+            .iter()
+            .map(|(cidr, via)| (*cidr, Target::Via(*via)))
+            .collect();
+        if let Some(cidr) = node.service_cidr {
+            desired.insert(cidr, Target::Unreachable);
+        }
+        match routes::reconcile(table, &desired).await {
             Ok(summary) => {
                 status.node_routes = summary.routes;
                 if summary.updated + summary.deleted > 0 {

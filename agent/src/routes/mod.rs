@@ -1,6 +1,12 @@
-//! Host-gw routes to the other nodes' pods: a route table interface, a real
-//! implementation over rtnetlink and a reconciler that makes the table match
-//! the desired [`NodeRoute`]s.
+//! The node routes weir owns: host-gw routes to the other nodes' pods, and
+//! an unreachable route for the Service CIDR. A route table interface, a
+//! real implementation over rtnetlink and a reconciler that makes the table
+//! match the desired routes.
+//!
+//! The Service CIDR route defines what happens to traffic for a ClusterIP
+//! that no socket hook translated (ping, raw sockets, a port no Service
+//! declares): the node answers ICMP unreachable at once, and the packet never
+//! follows the default route out of the cluster.
 //!
 //! weir marks its routes with its own routing protocol number
 //! ([`ROUTE_PROTOCOL`]), so it can tell them from routes others own: it only
@@ -15,8 +21,6 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 
 pub use netlink::NetlinkRoutes;
-
-use crate::desired::NodeRoute;
 
 /// The `rtm_protocol` weir's routes carry (`ip route` shows `proto 87`).
 /// Values above RTPROT_STATIC (4) are free for routing daemons; 87 is 'W'.
@@ -42,18 +46,27 @@ pub enum Error {
 /// Result of route operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where a route sends its traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Via this next hop (another node).
+    Via(Ipv4Addr),
+    /// Nowhere: the kernel answers ICMP unreachable.
+    Unreachable,
+}
+
 /// The routes weir owns in one route table.
 #[expect(
     async_fn_in_trait,
     reason = "used with concrete types on one runtime; no Send bound needed"
 )]
 pub trait RouteTable {
-    /// The routes carrying weir's mark: podCIDR → next hop.
-    async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Ipv4Addr>>;
-    /// Adds the route, replacing any route to the same podCIDR.
-    async fn replace(&mut self, route: &NodeRoute) -> Result<()>;
-    /// Deletes weir's route to `pod_cidr`; a missing route is success.
-    async fn delete(&mut self, pod_cidr: Ipv4Network) -> Result<()>;
+    /// The routes carrying weir's mark.
+    async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Target>>;
+    /// Adds the route, replacing any route to the same destination.
+    async fn replace(&mut self, destination: Ipv4Network, target: Target) -> Result<()>;
+    /// Deletes weir's route to `destination`; a missing route is success.
+    async fn delete(&mut self, destination: Ipv4Network, target: Target) -> Result<()>;
 }
 
 /// What one route reconcile did.
@@ -71,27 +84,22 @@ pub struct Summary {
 /// go in before stale ones go out, so a node that moves keeps a route.
 pub async fn reconcile(
     table: &mut impl RouteTable,
-    desired: &BTreeMap<Ipv4Network, Ipv4Addr>,
+    desired: &BTreeMap<Ipv4Network, Target>,
 ) -> Result<Summary> {
     let current = table.list().await?;
     let mut summary = Summary {
         routes: desired.len(),
         ..Summary::default()
     };
-    for (pod_cidr, via) in desired {
-        if current.get(pod_cidr) != Some(via) {
-            table
-                .replace(&NodeRoute {
-                    pod_cidr: *pod_cidr,
-                    via: *via,
-                })
-                .await?;
+    for (destination, target) in desired {
+        if current.get(destination) != Some(target) {
+            table.replace(*destination, *target).await?;
             summary.updated += 1;
         }
     }
-    for pod_cidr in current.keys() {
-        if !desired.contains_key(pod_cidr) {
-            table.delete(*pod_cidr).await?;
+    for (destination, target) in &current {
+        if !desired.contains_key(destination) {
+            table.delete(*destination, *target).await?;
             summary.deleted += 1;
         }
     }
@@ -103,29 +111,36 @@ mod tests {
     use super::*;
 
     #[derive(Default)]
-    struct FakeRoutes(BTreeMap<Ipv4Network, Ipv4Addr>);
+    struct FakeRoutes(BTreeMap<Ipv4Network, Target>);
 
     #[expect(
         clippy::unused_async_trait_impl,
         reason = "an in-memory fake of an async trait"
     )]
     impl RouteTable for FakeRoutes {
-        async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Ipv4Addr>> {
+        async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Target>> {
             Ok(self.0.clone())
         }
-        async fn replace(&mut self, route: &NodeRoute) -> Result<()> {
-            self.0.insert(route.pod_cidr, route.via);
+        async fn replace(&mut self, destination: Ipv4Network, target: Target) -> Result<()> {
+            self.0.insert(destination, target);
             Ok(())
         }
-        async fn delete(&mut self, pod_cidr: Ipv4Network) -> Result<()> {
-            self.0.remove(&pod_cidr);
+        async fn delete(&mut self, destination: Ipv4Network, _: Target) -> Result<()> {
+            self.0.remove(&destination);
             Ok(())
         }
     }
 
-    fn routes(list: &[(&str, &str)]) -> BTreeMap<Ipv4Network, Ipv4Addr> {
+    fn routes(list: &[(&str, &str)]) -> BTreeMap<Ipv4Network, Target> {
+        let target = |v: &str| {
+            if v == "unreachable" {
+                Target::Unreachable
+            } else {
+                Target::Via(v.parse().unwrap())
+            }
+        };
         list.iter()
-            .map(|(c, v)| (c.parse().unwrap(), v.parse().unwrap()))
+            .map(|(c, v)| (c.parse().unwrap(), target(v)))
             .collect()
     }
 
@@ -142,9 +157,13 @@ mod tests {
             ("10.244.2.0/24", "198.18.0.12"),
             ("10.244.9.0/24", "198.18.0.19"),
         ]));
-        let desired = routes(&[("10.244.2.0/24", "198.18.0.22"), ("10.244.3.0/24", "198.18.0.13")]);
+        let desired = routes(&[
+            ("10.244.2.0/24", "198.18.0.22"),
+            ("10.244.3.0/24", "198.18.0.13"),
+            ("10.96.0.0/12", "unreachable"),
+        ]);
         let summary = block_on(reconcile(&mut table, &desired)).unwrap();
-        assert_eq!((summary.routes, summary.updated, summary.deleted), (2, 2, 1));
+        assert_eq!((summary.routes, summary.updated, summary.deleted), (3, 3, 1));
         assert_eq!(table.0, desired);
         let again = block_on(reconcile(&mut table, &desired)).unwrap();
         assert_eq!((again.updated, again.deleted), (0, 0));

@@ -6,11 +6,12 @@ use std::net::Ipv4Addr;
 
 use futures::TryStreamExt as _;
 use ipnetwork::Ipv4Network;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteProtocol};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteType,
+};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
-use super::{Error, ROUTE_PROTOCOL, Result, RouteTable};
-use crate::desired::NodeRoute;
+use super::{Error, ROUTE_PROTOCOL, Result, RouteTable, Target};
 
 /// ESRCH: what the kernel answers when deleting a route that is not there.
 const ESRCH: i32 = 3;
@@ -34,14 +35,19 @@ fn request(action: String) -> impl FnOnce(rtnetlink::Error) -> Error {
     move |source| Error::Request { action, source }
 }
 
-fn message(pod_cidr: Ipv4Network) -> RouteMessageBuilder<Ipv4Addr> {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(pod_cidr.network(), pod_cidr.prefix())
-        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+/// The route message for `destination` → `target`, with weir's mark.
+fn message(destination: Ipv4Network, target: Target) -> RouteMessage {
+    let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(destination.network(), destination.prefix())
+        .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+    match target {
+        Target::Via(via) => builder.gateway(via).build(),
+        Target::Unreachable => builder.kind(RouteType::Unreachable).build(),
+    }
 }
 
 impl RouteTable for NetlinkRoutes {
-    async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Ipv4Addr>> {
+    async fn list(&mut self) -> Result<BTreeMap<Ipv4Network, Target>> {
         let dump = self
             .handle
             .route()
@@ -67,31 +73,40 @@ impl RouteTable for NetlinkRoutes {
                     _ => {}
                 }
             }
-            if let (Ok(cidr), Some(via)) = (
-                Ipv4Network::new(destination, msg.header.destination_prefix_length),
-                gateway,
-            ) {
-                routes.insert(cidr, via);
+            // A gateway means a node route; anything else of ours is the
+            // unreachable kind (a shape we never write would be deleted or
+            // replaced by destination all the same).
+            let target = match (msg.header.kind, gateway) {
+                (RouteType::Unicast, Some(via)) => Target::Via(via),
+                _ => Target::Unreachable,
+            };
+            if let Ok(cidr) = Ipv4Network::new(destination, msg.header.destination_prefix_length) {
+                routes.insert(cidr, target);
             }
         }
         Ok(routes)
     }
 
-    async fn replace(&mut self, route: &NodeRoute) -> Result<()> {
-        let msg = message(route.pod_cidr).gateway(route.via).build();
+    async fn replace(&mut self, destination: Ipv4Network, target: Target) -> Result<()> {
         self.handle
             .route()
-            .add(msg)
+            .add(message(destination, target))
             .replace()
             .execute()
             .await
-            .map_err(request(format!("add route {} via {}", route.pod_cidr, route.via)))
+            .map_err(request(format!("add route {destination} {target:?}")))
     }
 
-    async fn delete(&mut self, pod_cidr: Ipv4Network) -> Result<()> {
-        match self.handle.route().del(message(pod_cidr).build()).execute().await {
+    async fn delete(&mut self, destination: Ipv4Network, target: Target) -> Result<()> {
+        match self
+            .handle
+            .route()
+            .del(message(destination, target))
+            .execute()
+            .await
+        {
             Err(rtnetlink::Error::NetlinkError(e)) if e.code.map(|c| -c.get()) == Some(ESRCH) => Ok(()),
-            other => other.map_err(request(format!("delete route {pod_cidr}"))),
+            other => other.map_err(request(format!("delete route {destination}"))),
         }
     }
 }

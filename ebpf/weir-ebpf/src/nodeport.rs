@@ -21,7 +21,7 @@ pub enum Outcome {
     Pass,
     /// A new connection to a backend: rewrite it like this.
     Rewrite(NatRewrite),
-    /// An external frontend without backends, or no state could be kept.
+    /// No state could be kept for the connection.
     Drop,
 }
 
@@ -34,8 +34,11 @@ const CLIENT_IP_TAG: u64 = 1 << 63;
 pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
     let client = CLIENT_IP_TAG | u64::from(packet.saddr);
     let backend = match select_backend(packet.daddr, packet.dport, packet.proto, client, true, Some(flow_hash(packet))) {
-        Verdict::NotAService => return Outcome::Pass,
-        Verdict::NoBackend => return Outcome::Drop,
+        // No backend: the kernel gets the packet as it is and answers like a
+        // closed port (TCP RST / ICMP port unreachable for a node address,
+        // ICMP unreachable for an address it does not route) — clients are
+        // refused at once instead of hanging.
+        Verdict::NotAService | Verdict::NoBackend => return Outcome::Pass,
         Verdict::Backend(backend) => backend,
     };
     // What the reply must become: from the frontend to the client.
