@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
 use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, SERVICES_MAP};
-use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP};
+use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
 
 use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
 
@@ -144,7 +144,11 @@ impl Datapath {
                 ebpf.take_map(AFFINITY_MAP),
                 ebpf.take_map(MAGLEV_MAP),
             )?,
-            masq: PinnedMasqMaps::new(ebpf.take_map(MASQ_CONFIG_MAP), ebpf.take_map(MASQ_SKIP_MAP))?,
+            masq: PinnedMasqMaps::new(
+                ebpf.take_map(MASQ_CONFIG_MAP),
+                ebpf.take_map(MASQ_SKIP_MAP),
+                ebpf.take_map(NAT_MAP),
+            )?,
         };
         Ok((Self { _ebpf: ebpf }, maps))
     }

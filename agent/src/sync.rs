@@ -46,6 +46,8 @@ pub struct Syncer<M, Q> {
     pub settings: Scope,
     routes: Option<NetlinkRoutes>,
     health: HealthServers,
+    /// Backends removed whose UDP flows are still to be forgotten.
+    removed_backends: Vec<weir_common::Backend4>,
 }
 
 impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
@@ -66,6 +68,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             settings,
             routes,
             health: HealthServers::default(),
+            removed_backends: Vec::new(),
         }
     }
 
@@ -90,6 +93,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             warn!(error = %e, "skipping object");
         }
         let mut ok = self.apply_lb(&desired, status);
+        ok &= self.forget_removed_udp_flows();
         self.health.update(&desired.health_checks).await;
         if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
             ok &= self.apply_routes(state, &node, status).await;
@@ -102,6 +106,8 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     fn apply_lb(&mut self, desired: &desired::DesiredState, status: &mut Status) -> bool {
         match self.lb.reconcile(desired) {
             Ok(summary) => {
+                self.removed_backends
+                    .extend(summary.removed_backends.iter().copied());
                 status.frontends = summary.frontends;
                 status.backends = summary.backends;
                 info!(
@@ -118,6 +124,28 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
                 false
             }
         }
+    }
+
+    /// UDP has no connection end for the NAT table to notice: a flow pinned
+    /// to a backend that left would keep sending into the void. Forget them
+    /// (kube-proxy deletes the same conntrack entries); the next datagram
+    /// picks a live backend.
+    fn forget_removed_udp_flows(&mut self) -> bool {
+        while let Some(backend) = self.removed_backends.last() {
+            match self.masq.forget_udp_flows(backend) {
+                Ok(n) => {
+                    if n > 0 {
+                        info!(entries = n, "forgot UDP flows of a removed backend");
+                    }
+                    self.removed_backends.pop();
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot clear UDP flows of a removed backend; retrying");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     async fn apply_routes(&mut self, state: &NodeState, node: &NodeOptions, status: &mut Status) -> bool {

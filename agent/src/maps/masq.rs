@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, Map, MapData};
+use aya::maps::{Array, HashMap, Map, MapData};
 use ipnetwork::Ipv4Network;
-use weir_common::MasqConfig;
-use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP};
+use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
+use weir_common::{Backend4, IPPROTO_UDP, MasqConfig, Nat4Key, NatRewrite};
 
 use super::pinned::{ignore_missing, map_err};
 use super::{Error, Result};
@@ -25,22 +25,29 @@ pub trait MasqMaps {
     fn add_skipped(&mut self, net: Ipv4Network) -> Result<()>;
     /// Removes one; a missing entry is success.
     fn delete_skipped(&mut self, net: Ipv4Network) -> Result<()>;
+    /// Forgets the UDP flows of the NAT table that involve `backend`
+    /// (either direction); returns how many entries went.
+    fn forget_udp_flows(&mut self, backend: &Backend4) -> Result<usize>;
 }
 
 /// The pinned masquerade maps.
 pub struct PinnedMasqMaps {
     config: Array<MapData, MasqConfig>,
     skip: LpmTrie<MapData, u32, u8>,
+    nat: HashMap<MapData, Nat4Key, NatRewrite>,
 }
 
 impl PinnedMasqMaps {
     /// Wraps the maps taken out of a loaded eBPF object.
-    pub fn new(config: Option<Map>, skip: Option<Map>) -> Result<Self> {
+    pub fn new(config: Option<Map>, skip: Option<Map>, nat: Option<Map>) -> Result<Self> {
+        let nat = nat.ok_or(Error::Missing(NAT_MAP))?;
         let config = config.ok_or(Error::Missing(MASQ_CONFIG_MAP))?;
         let skip = skip.ok_or(Error::Missing(MASQ_SKIP_MAP))?;
         Ok(Self {
             config: Array::try_from(config).map_err(map_err(MASQ_CONFIG_MAP, "open"))?,
             skip: LpmTrie::try_from(skip).map_err(map_err(MASQ_SKIP_MAP, "open"))?,
+            // An LRU hash: aya's HashMap wrapper serves both hash flavours.
+            nat: HashMap::try_from(nat).map_err(map_err(NAT_MAP, "open"))?,
         })
     }
 }
@@ -85,4 +92,25 @@ impl MasqMaps for PinnedMasqMaps {
     fn delete_skipped(&mut self, net: Ipv4Network) -> Result<()> {
         ignore_missing(self.skip.remove(&trie_key(net))).map_err(map_err(MASQ_SKIP_MAP, "delete"))
     }
+
+    fn forget_udp_flows(&mut self, backend: &Backend4) -> Result<usize> {
+        let mut stale = Vec::new();
+        for entry in &self.nat {
+            let (key, rewrite) = entry.map_err(map_err(NAT_MAP, "iterate"))?;
+            if key.proto == IPPROTO_UDP && involves(&key, &rewrite, *backend) {
+                stale.push(key);
+            }
+        }
+        for key in &stale {
+            ignore_missing(self.nat.remove(key)).map_err(map_err(NAT_MAP, "delete"))?;
+        }
+        Ok(stale.len())
+    }
+}
+
+/// Whether a NAT entry belongs to a flow with `backend`: a forward entry
+/// rewrites to it, a reply entry is keyed by it.
+fn involves(key: &Nat4Key, rewrite: &NatRewrite, backend: Backend4) -> bool {
+    (rewrite.daddr == backend.address && rewrite.dport == backend.port)
+        || (key.saddr == backend.address && key.sport == backend.port)
 }

@@ -95,6 +95,9 @@ mod tests {
             self.1.remove(&net);
             Ok(())
         }
+        fn forget_udp_flows(&mut self, _: &weir_common::Backend4) -> maps::Result<usize> {
+            Ok(0)
+        }
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub mod masq;
 
 use std::collections::BTreeMap;
 
-use weir_common::Service4Key;
 use weir_common::lb::SVC_FLAG_AFFINITY;
+use weir_common::{Backend4, Service4Key};
 
 use crate::desired::DesiredState;
 use crate::maps::{self, LbMaps};
@@ -32,7 +32,7 @@ use crate::maps::{self, LbMaps};
 pub use layout::Layout;
 
 /// What one reconcile pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// Frontends now programmed.
     pub frontends: usize,
@@ -42,6 +42,10 @@ pub struct Summary {
     pub updated: usize,
     /// Entries deleted.
     pub deleted: usize,
+    /// Backends that left the maps: connectionless flows still pinned to
+    /// them (UDP in the NAT table) should be forgotten, as kube-proxy clears
+    /// their conntrack entries.
+    pub removed_backends: Vec<Backend4>,
 }
 
 /// Owns the maps and brings them to the desired state.
@@ -116,10 +120,11 @@ impl<M: LbMaps> Reconciler<M> {
                 summary.deleted += 1;
             }
         }
-        for id in current_backends.keys() {
+        for (id, backend) in &current_backends {
             if !want.backends.contains_key(id) {
                 self.maps.delete_backend(*id)?;
                 summary.deleted += 1;
+                summary.removed_backends.push(*backend);
             }
         }
         summary.deleted += self.prune_affinity(&want)?;
