@@ -103,7 +103,7 @@ pub struct DatapathMaps {
 /// belong to this process); the maps stay pinned so a restarted agent finds
 /// them.
 pub struct Datapath {
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl Datapath {
@@ -116,6 +116,18 @@ impl Datapath {
         cgroup: &Path,
         uplink: Option<&str>,
     ) -> Result<(Self, DatapathMaps)> {
+        let (mut datapath, maps) = Self::open(object, bpffs)?;
+        datapath.attach_socket_lb(cgroup)?;
+        if let Some(device) = uplink {
+            datapath.attach_uplink(device)?;
+        }
+        Ok((datapath, maps))
+    }
+
+    /// Loads `object` into the kernel and pins its maps under `bpffs`,
+    /// attaching nothing: the maps can be written and the programs run with
+    /// `BPF_PROG_TEST_RUN` (tests, benchmarks).
+    pub fn open(object: &[u8], bpffs: &Path) -> Result<(Self, DatapathMaps)> {
         if object.is_empty() {
             return Err(Error::NoObject);
         }
@@ -126,16 +138,15 @@ impl Datapath {
                 bpffs: bpffs.to_owned(),
                 source: Box::new(source),
             })?;
-        let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
-            path: cgroup.to_owned(),
-            source,
-        })?;
+        // Programs are loaded before the maps are taken out: loading resolves
+        // the maps' file descriptors, and a map handed out may be dropped.
         for name in SOCK_PROGRAMS {
-            attach_sock(&mut ebpf, name, &cgroup_dir)?;
+            let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
+            program.load().map_err(program_error(name))?;
         }
-        if let Some(device) = uplink {
-            attach_tc(&mut ebpf, TC_EGRESS, device, TcAttachType::Egress)?;
-            attach_tc(&mut ebpf, TC_INGRESS, device, TcAttachType::Ingress)?;
+        for name in [TC_INGRESS, TC_EGRESS] {
+            let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
+            program.load().map_err(program_error(name))?;
         }
         let maps = DatapathMaps {
             lb: PinnedLbMaps::new(
@@ -150,8 +161,50 @@ impl Datapath {
                 ebpf.take_map(NAT_MAP),
             )?,
         };
-        Ok((Self { _ebpf: ebpf }, maps))
+        Ok((Self { ebpf }, maps))
     }
+
+    /// Attaches the socket-LB programs to the cgroup v2 directory `cgroup`.
+    pub fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<()> {
+        let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
+            path: cgroup.to_owned(),
+            source,
+        })?;
+        for name in SOCK_PROGRAMS {
+            attach_sock(&mut self.ebpf, name, &cgroup_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Attaches the per-packet programs to the node's uplink `device`.
+    pub fn attach_uplink(&mut self, device: &str) -> Result<()> {
+        attach_tc(&mut self.ebpf, TC_EGRESS, device, TcAttachType::Egress)?;
+        attach_tc(&mut self.ebpf, TC_INGRESS, device, TcAttachType::Ingress)
+    }
+
+    /// The uplink program for `direction` (loaded; attached or not), e.g.
+    /// for `BPF_PROG_TEST_RUN`.
+    pub fn uplink_program(&mut self, direction: TcAttachType) -> Result<&mut SchedClassifier> {
+        let name = match direction {
+            TcAttachType::Ingress => TC_INGRESS,
+            TcAttachType::Egress => TC_EGRESS,
+        };
+        program_mut(&mut self.ebpf, name)
+    }
+}
+
+/// A program of the object, as its type.
+fn program_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(Error::Program {
+            name,
+            source: aya::programs::ProgramError::NotLoaded,
+        })?
+        .try_into()
+        .map_err(program_error(name))
 }
 
 fn program_error(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Error {
@@ -159,15 +212,7 @@ fn program_error(name: &'static str) -> impl FnOnce(aya::programs::ProgramError)
 }
 
 fn attach_sock(ebpf: &mut Ebpf, name: &'static str, cgroup: &std::fs::File) -> Result<()> {
-    let program: &mut CgroupSockAddr = ebpf
-        .program_mut(name)
-        .ok_or(Error::Program {
-            name,
-            source: aya::programs::ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(program_error(name))?;
-    program.load().map_err(program_error(name))?;
+    let program: &mut CgroupSockAddr = program_mut(ebpf, name)?;
     // Single: weir is the only socket-LB on this cgroup; a second
     // attachment (another agent on the same node) must fail loudly.
     program
@@ -179,15 +224,7 @@ fn attach_sock(ebpf: &mut Ebpf, name: &'static str, cgroup: &std::fs::File) -> R
 /// Attaches a TC program with TCX (a `bpf_link`: no qdisc to install, and it
 /// goes away with the agent instead of lingering on the device).
 fn attach_tc(ebpf: &mut Ebpf, name: &'static str, device: &str, direction: TcAttachType) -> Result<()> {
-    let program: &mut SchedClassifier = ebpf
-        .program_mut(name)
-        .ok_or(Error::Program {
-            name,
-            source: aya::programs::ProgramError::NotLoaded,
-        })?
-        .try_into()
-        .map_err(program_error(name))?;
-    program.load().map_err(program_error(name))?;
+    let program: &mut SchedClassifier = program_mut(ebpf, name)?;
     let device_name = std::ffi::CString::new(device).map_err(|_| Error::DeviceName(device.to_owned()))?;
     program
         .attach(device_name.as_c_str(), direction)

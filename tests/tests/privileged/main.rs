@@ -10,3 +10,5 @@ mod agent_link;
 mod clusterip;
 mod cni;
 mod common;
+mod packet;
+mod tc_nat;
