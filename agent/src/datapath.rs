@@ -91,6 +91,31 @@ pub enum Error {
 /// Result of datapath operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Capacities of the maps that grow with the cluster. A map already pinned
+/// with another capacity is refused at load (a resize is a migration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Service map entries: frontends × (backends + 1).
+    pub services: u32,
+    /// Backends.
+    pub backends: u32,
+    /// Session-affinity entries (clients × frontends with affinity).
+    pub affinity: u32,
+    /// NAT / connection-tracking entries (two per translated flow).
+    pub nat: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            services: weir_common::lb::SERVICES_MAP_CAPACITY,
+            backends: weir_common::lb::BACKENDS_MAP_CAPACITY,
+            affinity: weir_common::lb::AFFINITY_MAP_CAPACITY,
+            nat: weir_common::nat::NAT_MAP_CAPACITY,
+        }
+    }
+}
+
 /// The maps the agent writes, taken out of the loaded object.
 pub struct DatapathMaps {
     /// Service and backend maps.
@@ -113,10 +138,11 @@ impl Datapath {
     pub fn load(
         object: &[u8],
         bpffs: &Path,
+        sizes: &MapSizes,
         cgroup: &Path,
         uplink: Option<&str>,
     ) -> Result<(Self, DatapathMaps)> {
-        let (mut datapath, maps) = Self::open(object, bpffs)?;
+        let (mut datapath, maps) = Self::open(object, bpffs, sizes)?;
         datapath.attach_socket_lb(cgroup)?;
         if let Some(device) = uplink {
             datapath.attach_uplink(device)?;
@@ -127,12 +153,16 @@ impl Datapath {
     /// Loads `object` into the kernel and pins its maps under `bpffs`,
     /// attaching nothing: the maps can be written and the programs run with
     /// `BPF_PROG_TEST_RUN` (tests, benchmarks).
-    pub fn open(object: &[u8], bpffs: &Path) -> Result<(Self, DatapathMaps)> {
+    pub fn open(object: &[u8], bpffs: &Path, sizes: &MapSizes) -> Result<(Self, DatapathMaps)> {
         if object.is_empty() {
             return Err(Error::NoObject);
         }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs)
+            .map_max_entries(SERVICES_MAP, sizes.services)
+            .map_max_entries(BACKENDS_MAP, sizes.backends)
+            .map_max_entries(AFFINITY_MAP, sizes.affinity)
+            .map_max_entries(NAT_MAP, sizes.nat)
             .load(object)
             .map_err(|source| Error::Load {
                 bpffs: bpffs.to_owned(),

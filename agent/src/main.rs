@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use weir_agent::cni_config::CniConfig;
-use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
+use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT, MapSizes};
 use weir_agent::desired::{Algorithm, Scope};
 use weir_agent::reconcile::{Reconciler, maglev};
 use weir_agent::standalone;
@@ -80,6 +80,18 @@ struct Args {
     /// Maglev lookup table size per frontend (a prime, at most 1021).
     #[arg(long, default_value_t = maglev::DEFAULT_TABLE_SIZE, value_parser = parse_maglev_size)]
     maglev_table_size: u32,
+    /// Capacity of the service map (frontends × (backends + 1)).
+    #[arg(long, default_value_t = MapSizes::default().services, value_parser = clap::value_parser!(u32).range(1..))]
+    map_size_services: u32,
+    /// Capacity of the backend map.
+    #[arg(long, default_value_t = MapSizes::default().backends, value_parser = clap::value_parser!(u32).range(1..))]
+    map_size_backends: u32,
+    /// Capacity of the session-affinity map.
+    #[arg(long, default_value_t = MapSizes::default().affinity, value_parser = clap::value_parser!(u32).range(1..))]
+    map_size_affinity: u32,
+    /// Capacity of the NAT / connection-tracking table (two entries a flow).
+    #[arg(long, default_value_t = MapSizes::default().nat, value_parser = clap::value_parser!(u32).range(1..))]
+    map_size_nat: u32,
     /// Load this eBPF object instead of the one built into the binary.
     #[arg(long)]
     bpf_object: Option<PathBuf>,
@@ -101,7 +113,14 @@ fn main() -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&args.bpffs)
         .with_context(|| format!("creating pin directory {}", args.bpffs.display()))?;
-    let (_datapath, maps) = Datapath::load(&object, &args.bpffs, &args.cgroup, args.device.as_deref())?;
+    let sizes = MapSizes {
+        services: args.map_size_services,
+        backends: args.map_size_backends,
+        affinity: args.map_size_affinity,
+        nat: args.map_size_nat,
+    };
+    let (_datapath, maps) =
+        Datapath::load(&object, &args.bpffs, &sizes, &args.cgroup, args.device.as_deref())?;
     tracing::info!(bpffs = %args.bpffs.display(), cgroup = %args.cgroup.display(), "datapath loaded");
 
     let options = standalone::Options {

@@ -26,6 +26,14 @@ pub enum Error {
         #[source]
         source: aya::maps::MapError,
     },
+    /// A map has no room for another entry: raise its size (`--map-size-*`).
+    /// The reconciler's write order leaves every frontend either as it was
+    /// or fully updated.
+    #[error("map {map} is full; raise its capacity")]
+    Full {
+        /// Which map.
+        map: &'static str,
+    },
     /// The eBPF object did not contain a map the agent needs.
     #[error("map {0} is missing from the eBPF object")]
     Missing(&'static str),

@@ -39,8 +39,15 @@ impl PinnedLbMaps {
 }
 
 pub(super) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
-    move |source| Error::Map { map, op, source }
+    move |source| match &source {
+        // E2BIG from an insert: the map has no free entry left.
+        MapError::SyscallError(e) if e.io_error.raw_os_error() == Some(E2BIG) => Error::Full { map },
+        _ => Error::Map { map, op, source },
+    }
 }
+
+/// What the kernel answers when a map with all entries in use gets a new key.
+const E2BIG: i32 = 7;
 
 /// Deleting a key that is not there is success: it makes deletes idempotent.
 pub(super) fn ignore_missing(result: std::result::Result<(), MapError>) -> std::result::Result<(), MapError> {

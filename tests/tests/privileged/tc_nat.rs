@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use aya::programs::{TcAttachType, TestRun as _, TestRunOptions};
-use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
+use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT, MapSizes};
 use weir_agent::desired::{self, Scope};
 use weir_agent::maps::PinnedMasqMaps;
 use weir_agent::reconcile::{Reconciler, masq};
@@ -21,44 +21,84 @@ use crate::packet::{TCP, UDP, checksums_ok, frame, tuple};
 
 const TC_ACT_OK: u32 = 0;
 
-/// A loaded datapath whose maps hold one manifest's state for one node.
-struct Harness {
+/// A per-test bpffs and work directory, removed on drop (after a failure too).
+struct Scratch {
     run_dir: std::path::PathBuf,
     bpffs: BpfFs,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        isolate_thread_network();
+        assert!(
+            !EMBEDDED_OBJECT.is_empty(),
+            "weir-agent was built without its eBPF object: run `cargo xtask test`"
+        );
+        weir_tests::cleanup_once();
+        let run_dir = RunTag::new(RunKind::Test).run_dir();
+        let bpffs = BpfFs::mount(run_dir.join("bpffs")).expect("mounting a bpffs");
+        Scratch { run_dir, bpffs }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = self.bpffs.unmount();
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// A loaded datapath whose maps hold one manifest's state for one node.
+struct Harness {
     datapath: Datapath,
     _masq: PinnedMasqMaps,
+    // Last: the maps and programs go before their bpffs.
+    _scratch: Scratch,
 }
 
 impl Harness {
     fn new(node: &str, node_ip: &str, manifest: &str) -> Self {
-        isolate_thread_network();
-        assert!(!EMBEDDED_OBJECT.is_empty(), "weir-agent was built without its eBPF object: run `cargo xtask test`");
-        weir_tests::cleanup_once();
-        let run_dir = RunTag::new(RunKind::Test).run_dir();
-        let bpffs = BpfFs::mount(run_dir.join("bpffs")).expect("mounting a bpffs");
-        let manifests = run_dir.join("manifests");
+        let scratch = Scratch::new();
+        let manifests = scratch.run_dir.join("manifests");
         std::fs::create_dir_all(&manifests).unwrap();
         std::fs::write(manifests.join("objects.yaml"), manifest).unwrap();
         let (objects, errors) = dir::read(&manifests).expect("reading the manifest");
         assert!(errors.is_empty(), "{errors:?}");
 
-        let (datapath, maps) = Datapath::open(EMBEDDED_OBJECT, bpffs.path()).expect("loading the eBPF object");
+        let (datapath, maps) = Datapath::open(EMBEDDED_OBJECT, scratch.bpffs.path(), &MapSizes::default())
+            .expect("loading the eBPF object");
         let node_ip: Ipv4Addr = node_ip.parse().unwrap();
-        let scope = Scope { node_name: Some(node.into()), node_addresses: vec![node_ip], ..Scope::default() };
+        let scope = Scope {
+            node_name: Some(node.into()),
+            node_addresses: vec![node_ip],
+            ..Scope::default()
+        };
         let (state, errors) = desired::compute(&objects.services, &objects.slices, &scope);
         assert!(errors.is_empty(), "{errors:?}");
-        Reconciler::new(maps.lb).reconcile(&state).expect("writing the LB maps");
+        Reconciler::new(maps.lb)
+            .reconcile(&state)
+            .expect("writing the LB maps");
         let mut masq_maps = maps.masq;
-        let node_ips: BTreeSet<Ipv4Addr> = ["198.18.0.11", "198.18.0.12"].iter().map(|a| a.parse().unwrap()).collect();
+        let node_ips: BTreeSet<Ipv4Addr> = ["198.18.0.11", "198.18.0.12"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
         let want = masq::desired(Some("10.244.0.0/16".parse().unwrap()), Some(node_ip), &node_ips);
         masq::reconcile(&mut masq_maps, &want).expect("writing the node config");
-        Harness { run_dir, bpffs, datapath, _masq: masq_maps }
+        Harness {
+            datapath,
+            _masq: masq_maps,
+            _scratch: scratch,
+        }
     }
 
     /// Runs the uplink program of `direction` on `input`: its verdict and
     /// the frame as it left the program.
     fn run(&mut self, direction: TcAttachType, input: &[u8]) -> (u32, Vec<u8>) {
-        let program = self.datapath.uplink_program(direction).expect("loading the TC program");
+        let program = self
+            .datapath
+            .uplink_program(direction)
+            .expect("loading the TC program");
         let mut out = vec![0u8; input.len() + 64];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(input);
@@ -77,19 +117,17 @@ impl Harness {
     }
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.bpffs.unmount();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
-
 /// Moves this thread into a new, empty network namespace (test threads are
 /// not shared, and the namespace dies with the thread).
 fn isolate_thread_network() {
     // SAFETY: unshare(CLONE_NEWNET) only changes this thread's namespace.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        rc,
+        0,
+        "unshare(CLONE_NEWNET): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn at(addr: &str) -> SocketAddrV4 {
@@ -114,7 +152,11 @@ const CLIENT: &str = "198.18.0.100:40000";
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn node_port_to_a_local_backend_keeps_the_client_and_the_reply_is_translated_back() {
-    let mut h = Harness::new("n1", "198.18.0.11", &web("", "[{addresses: [10.244.1.2], nodeName: n1}]"));
+    let mut h = Harness::new(
+        "n1",
+        "198.18.0.11",
+        &web("", "[{addresses: [10.244.1.2], nodeName: n1}]"),
+    );
     for proto in [TCP, UDP] {
         let (frontend, backend) = if proto == TCP {
             ("198.18.0.11:30080", "10.244.1.2:8080")
@@ -123,12 +165,20 @@ fn node_port_to_a_local_backend_keeps_the_client_and_the_reply_is_translated_bac
         };
         let (verdict, out) = h.ingress(&frame(proto, at(CLIENT), at(frontend)));
         assert_eq!(verdict, TC_ACT_OK);
-        assert_eq!(tuple(&out), (at(CLIENT), at(backend)), "proto {proto}: DNAT only, client kept");
+        assert_eq!(
+            tuple(&out),
+            (at(CLIENT), at(backend)),
+            "proto {proto}: DNAT only, client kept"
+        );
         assert!(checksums_ok(&out), "proto {proto}: checksums after DNAT");
 
         let (verdict, reply) = h.egress(&frame(proto, at(backend), at(CLIENT)));
         assert_eq!(verdict, TC_ACT_OK);
-        assert_eq!(tuple(&reply), (at(frontend), at(CLIENT)), "proto {proto}: the reply comes from the frontend");
+        assert_eq!(
+            tuple(&reply),
+            (at(frontend), at(CLIENT)),
+            "proto {proto}: the reply comes from the frontend"
+        );
         assert!(checksums_ok(&reply), "proto {proto}: checksums of the reply");
     }
 }
@@ -136,11 +186,19 @@ fn node_port_to_a_local_backend_keeps_the_client_and_the_reply_is_translated_bac
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn node_port_to_a_remote_backend_is_snated_to_the_node_and_its_reply_returns_to_the_client() {
-    let mut h = Harness::new("n1", "198.18.0.11", &web("", "[{addresses: [10.244.2.2], nodeName: n2}]"));
+    let mut h = Harness::new(
+        "n1",
+        "198.18.0.11",
+        &web("", "[{addresses: [10.244.2.2], nodeName: n2}]"),
+    );
     let (_, out) = h.ingress(&frame(TCP, at(CLIENT), at("198.18.0.11:30080")));
     let (src, dst) = tuple(&out);
     assert_eq!(dst, at("10.244.2.2:8080"));
-    assert_eq!(*src.ip(), Ipv4Addr::new(198, 18, 0, 11), "source is the node, so the reply comes back here");
+    assert_eq!(
+        *src.ip(),
+        Ipv4Addr::new(198, 18, 0, 11),
+        "source is the node, so the reply comes back here"
+    );
     assert!(checksums_ok(&out));
 
     // The backend answers the node; the node answers the client as the frontend.
@@ -158,7 +216,11 @@ fn an_established_flow_keeps_its_backend() {
     let (_, out) = h.ingress(&first);
     let chosen = tuple(&out).1;
     for _ in 0..20 {
-        assert_eq!(tuple(&h.ingress(&first).1).1, chosen, "every packet of the flow goes to one backend");
+        assert_eq!(
+            tuple(&h.ingress(&first).1).1,
+            chosen,
+            "every packet of the flow goes to one backend"
+        );
     }
 }
 
@@ -176,13 +238,21 @@ fn maglev_sends_a_connection_to_the_same_backend_whichever_node_it_enters() {
     let mut n2 = Harness::new("n2", "198.18.0.12", &manifest);
     let mut seen = BTreeSet::new();
     for port in 41_000..41_040 {
-        let syn = frame(TCP, SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 100), port), at("203.0.113.10:80"));
+        let syn = frame(
+            TCP,
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 100), port),
+            at("203.0.113.10:80"),
+        );
         let via_n1 = tuple(&n1.ingress(&syn).1).1;
         let via_n2 = tuple(&n2.ingress(&syn).1).1;
         assert_eq!(via_n1, via_n2, "client port {port}");
         seen.insert(via_n1);
     }
-    assert_eq!(seen.len(), 4, "40 connections spread over all four backends: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        4,
+        "40 connections spread over all four backends: {seen:?}"
+    );
 }
 
 #[test]
@@ -192,7 +262,11 @@ fn a_frontend_without_backends_and_a_cluster_ip_are_left_to_the_kernel() {
     for frontend in ["198.18.0.11:30080", "10.96.0.40:80", "198.18.0.11:22"] {
         let input = frame(TCP, at(CLIENT), at(frontend));
         let (verdict, out) = h.ingress(&input);
-        assert_eq!((verdict, &out), (TC_ACT_OK, &input), "{frontend} passes untouched");
+        assert_eq!(
+            (verdict, &out),
+            (TC_ACT_OK, &input),
+            "{frontend} passes untouched"
+        );
     }
 }
 
@@ -206,10 +280,18 @@ fn pods_leaving_the_cluster_are_masqueraded_and_in_cluster_traffic_is_not() {
         let (verdict, out) = h.egress(&frame(proto, pod, outside));
         assert_eq!(verdict, TC_ACT_OK);
         let (src, dst) = tuple(&out);
-        assert_eq!((*src.ip(), dst), (Ipv4Addr::new(198, 18, 0, 11), outside), "proto {proto}");
+        assert_eq!(
+            (*src.ip(), dst),
+            (Ipv4Addr::new(198, 18, 0, 11), outside),
+            "proto {proto}"
+        );
         assert!(checksums_ok(&out), "proto {proto}");
         let (_, reply) = h.ingress(&frame(proto, outside, src));
-        assert_eq!(tuple(&reply), (outside, pod), "proto {proto}: the reply reaches the pod");
+        assert_eq!(
+            tuple(&reply),
+            (outside, pod),
+            "proto {proto}: the reply reaches the pod"
+        );
         assert!(checksums_ok(&reply), "proto {proto}");
     }
     // Pod to pod on another node, and pod to a node: the pod's address stays.
@@ -217,4 +299,69 @@ fn pods_leaving_the_cluster_are_masqueraded_and_in_cluster_traffic_is_not() {
         let input = frame(TCP, pod, at(dst));
         assert_eq!(h.egress(&input).1, input, "to {dst}");
     }
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn a_full_service_map_is_a_clear_error_and_no_frontend_is_half_written() {
+    use weir_agent::maps::{self, LbMaps as _};
+    let scratch = Scratch::new();
+    let sizes = MapSizes {
+        services: 4,
+        ..MapSizes::default()
+    };
+    let (_datapath, loaded) = Datapath::open(EMBEDDED_OBJECT, scratch.bpffs.path(), &sizes).expect("loading");
+    let mut reconciler = Reconciler::new(loaded.lb);
+
+    let service = |name: &str, ip: &str, backends: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: {name}-1, namespace: default, labels: {{kubernetes.io/service-name: {name}}}}}\n\
+             addressType: IPv4\nports: [{{port: 80}}]\nendpoints: [{{addresses: [{backends}]}}]\n---\n"
+        )
+    };
+    let manifests = scratch.run_dir.join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let state = |yaml: &str| {
+        std::fs::write(manifests.join("objects.yaml"), yaml).unwrap();
+        let (objects, errors) = dir::read(&manifests).expect("reading the manifest");
+        assert!(errors.is_empty(), "{errors:?}");
+        desired::compute(&objects.services, &objects.slices, &Scope::default()).0
+    };
+
+    let small = service("a", "10.96.0.1", "10.244.1.2");
+    reconciler.reconcile(&state(&small)).expect("two entries fit");
+    let before = maps::dump(reconciler.maps()).unwrap();
+
+    let big = small + &service("b", "10.96.0.2", "10.244.1.3, 10.244.1.4, 10.244.1.5");
+    let err = reconciler
+        .reconcile(&state(&big))
+        .expect_err("six entries do not fit in four");
+    assert!(
+        matches!(
+            err,
+            maps::Error::Full {
+                map: "weir_lb4_services_v1"
+            }
+        ),
+        "{err}"
+    );
+    // Frontend a is as it was; b has no master entry, so no packet can
+    // reach a half-written b.
+    let after = maps::dump(reconciler.maps()).unwrap();
+    assert!(
+        before.lines().all(|line| after.lines().any(|l| l == line)),
+        "a changed:\n{before}\n{after}"
+    );
+    assert!(!after.contains("10.96.0.2:80/6 count="), "{after}");
+    let masters = reconciler
+        .maps()
+        .services()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.backend_slot == 0)
+        .count();
+    assert_eq!(masters, 1);
 }
