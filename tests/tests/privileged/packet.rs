@@ -86,7 +86,9 @@ fn pseudo_and_segment(f: &[u8]) -> u16 {
 }
 
 fn sum(data: &[u8]) -> u32 {
-    data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum()
+    data.chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum()
 }
 
 /// The Internet checksum of `data`, starting from a partial sum.
