@@ -96,6 +96,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         ok &= self.forget_removed_udp_flows();
         self.health.update(&desired.health_checks).await;
         if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
+            ok &= ensure_forwarding();
             ok &= self.apply_routes(state, &node, status).await;
             ok &= self.apply_masquerade(state, &node);
             ok &= write_cni_config(state, &node, status);
@@ -189,6 +190,25 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
                 warn!(error = %e, "masquerade reconcile failed; retrying");
                 false
             }
+        }
+    }
+}
+
+/// The node routes pod traffic between its pods' veths, other nodes and the
+/// uplink: without IPv4 forwarding nothing but same-node socket traffic works.
+fn ensure_forwarding() -> bool {
+    const PATH: &str = "/proc/sys/net/ipv4/ip_forward";
+    if std::fs::read_to_string(PATH).is_ok_and(|v| v.trim() == "1") {
+        return true;
+    }
+    match std::fs::write(PATH, "1") {
+        Ok(()) => {
+            info!("enabled IPv4 forwarding on the node");
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot enable IPv4 forwarding; pods cannot reach other nodes");
+            false
         }
     }
 }
