@@ -18,8 +18,11 @@ pub enum Code {
     Decode,
     /// 7: the JSON decoded but the network config is invalid.
     InvalidConfig,
-    /// 11: a transient condition (e.g. a netlink dump kept being interrupted).
+    /// 11: a transient condition (e.g. a netlink dump kept being interrupted,
+    /// or the node has no podCIDR yet).
     TryAgainLater,
+    /// 50: STATUS — the plugin cannot serve ADD right now.
+    NotAvailable,
     /// 100: netlink, netns or sysctl work on the pod's interfaces failed.
     Setup,
     /// 101: every address of the subnet is allocated.
@@ -29,6 +32,8 @@ pub enum Code {
     /// 103: the container already holds an address for this interface (ADD
     /// without DEL; the runtime must not do that).
     IpamDuplicate,
+    /// 104: CHECK found the attachment not as ADD left it.
+    CheckFailed,
     /// 110: the command is valid CNI but this plugin version does not do it yet.
     NotImplemented,
 }
@@ -44,10 +49,12 @@ impl Code {
             Code::Decode => 6,
             Code::InvalidConfig => 7,
             Code::TryAgainLater => 11,
+            Code::NotAvailable => 50,
             Code::Setup => 100,
             Code::IpamExhausted => 101,
             Code::IpamStore => 102,
             Code::IpamDuplicate => 103,
+            Code::CheckFailed => 104,
             Code::NotImplemented => 110,
         }
     }

@@ -141,8 +141,14 @@ pub struct NetConf {
     pub cni_version: SpecVersion,
     /// Network name; the IPAM store is `<data_dir>/<name>/`.
     pub name: String,
-    /// The node's pod CIDR, as the addresses pods may get.
-    pub pool: Pool,
+    /// The node's pod CIDR, as the addresses pods may get; `None` until the
+    /// agent has written it (ADD then asks the runtime to try again later,
+    /// STATUS reports not ready).
+    pub pool: Option<Pool>,
+    /// `prevResult` (CHECK, DEL): the result of this plugin's ADD.
+    pub prev_result: Option<Value>,
+    /// `cni.dev/valid-attachments` (GC): every attachment still in use.
+    pub valid_attachments: Option<Vec<crate::ipam::Owner>>,
     /// Root of the IPAM store.
     pub data_dir: PathBuf,
     /// MTU of both veth ends.
@@ -187,8 +193,15 @@ impl NetConf {
         let name: String = field(object, "name")?.ok_or(Error::Missing { key: "name" })?;
         check_name(&name)?;
 
-        let subnet: String = field(object, "subnet")?.ok_or(Error::Missing { key: "subnet" })?;
-        let pool = parse_subnet(&subnet)?;
+        let pool = field::<String>(object, "subnet")?
+            .map(|subnet| parse_subnet(&subnet))
+            .transpose()?;
+        let prev_result = object.get("prevResult").filter(|v| !v.is_null()).cloned();
+        let valid_attachments = field::<Vec<Attachment>>(object, "cni.dev/valid-attachments")?.map(|list| {
+            list.into_iter()
+                .map(|a| crate::ipam::Owner::new(&a.container_id, &a.ifname))
+                .collect()
+        });
 
         let data_dir =
             field::<PathBuf>(object, "dataDir")?.unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -205,10 +218,20 @@ impl NetConf {
             cni_version,
             name,
             pool,
+            prev_result,
+            valid_attachments,
             data_dir,
             mtu,
         })
     }
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(serde::Deserialize)]
+struct Attachment {
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
 }
 
 /// Reads one key; `null` counts as absent.

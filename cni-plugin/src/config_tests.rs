@@ -28,7 +28,9 @@ fn full_config() {
         NetConf {
             cni_version: SpecVersion::V1_0_0,
             name: "weir".into(),
-            pool: Pool::new("10.244.1.0/24".parse().unwrap()).unwrap(),
+            pool: Pool::new("10.244.1.0/24".parse().unwrap()),
+            prev_result: Some(json!({})),
+            valid_attachments: None,
             data_dir: "/tmp/ipam".into(),
             mtu: 1450,
         }
@@ -48,7 +50,11 @@ fn defaults() {
 #[test]
 fn smallest_subnet_is_a_slash_30() {
     assert_eq!(
-        parse(&with("subnet", json!("10.0.0.0/30"))).unwrap().pool.size(),
+        parse(&with("subnet", json!("10.0.0.0/30")))
+            .unwrap()
+            .pool
+            .unwrap()
+            .size(),
         1
     );
 }
@@ -102,10 +108,7 @@ fn bad_subnets_are_invalid_config_with_clear_messages() {
 
 #[test]
 fn other_invalid_configs() {
-    let mut no_subnet = base();
-    no_subnet.as_object_mut().unwrap().remove("subnet");
     let cases = [
-        (no_subnet, "no \"subnet\""),
         (with("subnet", json!(24)), "\"subnet\" has the wrong type"),
         (with("mtu", json!("1500")), "\"mtu\" has the wrong type"),
         (with("mtu", json!(-1)), "\"mtu\" has the wrong type"),
@@ -123,6 +126,19 @@ fn other_invalid_configs() {
         assert_eq!(err.code(), Code::InvalidConfig, "{config}: {err}");
         assert!(err.to_string().contains(says), "{config}: {err}");
     }
+}
+
+#[test]
+fn no_subnet_is_valid_until_the_agent_writes_one_and_gc_attachments_are_read() {
+    let mut no_subnet = base();
+    no_subnet.as_object_mut().unwrap().remove("subnet");
+    assert_eq!(parse(&no_subnet).unwrap().pool, None);
+    let gc = with(
+        "cni.dev/valid-attachments",
+        json!([{"containerID": "c1", "ifname": "eth0"}]),
+    );
+    let owners = parse(&gc).unwrap().valid_attachments.unwrap();
+    assert_eq!(owners, [crate::ipam::Owner::new("c1", "eth0")]);
 }
 
 #[test]

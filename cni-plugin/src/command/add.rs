@@ -14,6 +14,10 @@ use crate::veth::{self, Request};
 /// ([`veth::attach`] cleans up its own links), so a failed ADD leaves nothing
 /// behind even if the runtime never calls DEL for it.
 pub(super) fn add(conf: &NetConf, attachment: &Attachment) -> Result<AddResult> {
+    // No subnet yet: nothing can be allocated, but soon will be.
+    if conf.pool.is_none() {
+        return Err(crate::ipam::Error::NoSubnet.into());
+    }
     let netns_path = attachment
         .netns
         .as_deref()
@@ -26,6 +30,7 @@ pub(super) fn add(conf: &NetConf, attachment: &Attachment) -> Result<AddResult> 
     let ip = store.allocate(&owner)?;
 
     let request = Request {
+        network: &conf.name,
         container_id: &attachment.container_id,
         ifname: &attachment.ifname,
         ip,

@@ -7,6 +7,7 @@
 
 mod add;
 mod del;
+mod maintain;
 
 use std::io::{self, Read};
 
@@ -38,9 +39,19 @@ pub enum Error {
     /// Setting up or tearing down the interfaces failed.
     #[error(transparent)]
     Veth(#[from] veth::Error),
-    /// The command exists in CNI but not yet in weir-cni.
-    #[error("CNI_COMMAND={0} is not implemented by this version of weir-cni")]
-    NotImplemented(Command),
+    /// The command does not exist in the config's `cniVersion` (STATUS and
+    /// GC came with 1.1.0).
+    #[error("CNI_COMMAND={command} needs cniVersion 1.1.0 or later")]
+    CommandTooNew {
+        /// The command.
+        command: Command,
+    },
+    /// CHECK without a `prevResult` holding an IPv4 address.
+    #[error("CHECK needs a prevResult with the address ADD returned")]
+    MissingPrevResult,
+    /// STATUS: the plugin cannot serve ADD now.
+    #[error("weir-cni is not ready")]
+    NotAvailable(#[source] ipam::Error),
 }
 
 /// Result of this module.
@@ -57,7 +68,9 @@ impl Error {
             Error::Netns(e) => e.code(),
             Error::Ipam(e) => e.code(),
             Error::Veth(e) => e.code(),
-            Error::NotImplemented(_) => Code::NotImplemented,
+            Error::CommandTooNew { .. } => Code::IncompatibleVersion,
+            Error::MissingPrevResult => Code::InvalidConfig,
+            Error::NotAvailable(_) => Code::NotAvailable,
         }
     }
 }
@@ -108,11 +121,23 @@ fn dispatch(lookup: Lookup<'_>, stdin: &mut dyn Read, reply_version: &mut SpecVe
             del::del(&conf, &attachment)?;
             Ok(String::new())
         }
-        // Still read the config: a broken one is reported as such, and in the
-        // caller's version, exactly as the finished commands will.
-        command @ (Command::Check | Command::Status | Command::Gc) => {
-            read_config(stdin, reply_version)?;
-            Err(Error::NotImplemented(command))
+        Command::Check => {
+            let conf = read_config(stdin, reply_version)?;
+            let attachment = env::Attachment::from_env(lookup, true)?;
+            maintain::check(&conf, &attachment)?;
+            Ok(String::new())
+        }
+        command @ (Command::Status | Command::Gc) => {
+            let conf = read_config(stdin, reply_version)?;
+            if conf.cni_version < SpecVersion::V1_1_0 {
+                return Err(Error::CommandTooNew { command });
+            }
+            if command == Command::Status {
+                maintain::status(&conf)?;
+            } else {
+                maintain::gc(&conf)?;
+            }
+            Ok(String::new())
         }
     }
 }

@@ -97,15 +97,24 @@ fn bad_netns_fails_before_any_allocation() {
 }
 
 #[test]
-fn unimplemented_commands_say_so() {
-    for command in ["CHECK", "STATUS", "GC"] {
+fn status_and_gc_need_1_1_0_and_check_needs_a_prev_result() {
+    for command in ["STATUS", "GC"] {
         let (reply, success) = invoke(&[("CNI_COMMAND", command)], CONFIG);
-        assert_error(
-            &reply,
-            success,
-            110,
-            "1.0.0",
-            &format!("CNI_COMMAND={command} is not implemented"),
-        );
+        assert_error(&reply, success, 1, "1.0.0", "needs cniVersion 1.1.0");
     }
+    let mut check = add_vars();
+    check[0] = ("CNI_COMMAND", "CHECK");
+    let (reply, success) = invoke(&check, CONFIG);
+    assert_error(&reply, success, 7, "1.0.0", "CHECK needs a prevResult");
+}
+
+#[test]
+fn status_is_not_available_and_add_tries_again_later_without_a_subnet() {
+    let no_subnet =
+        r#"{"cniVersion":"1.1.0","name":"weir","type":"weir-cni","dataDir":"/nonexistent/weir-cni-test"}"#;
+    let (reply, success) = invoke(&[("CNI_COMMAND", "STATUS")], no_subnet);
+    assert_error(&reply, success, 50, "1.1.0", "not ready");
+    assert!(reply["details"].as_str().unwrap().contains("podCIDR"), "{reply}");
+    let (reply, success) = invoke(&add_vars(), no_subnet);
+    assert_error(&reply, success, 11, "1.1.0", "podCIDR");
 }

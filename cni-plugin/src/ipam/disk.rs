@@ -26,7 +26,8 @@ const CURSOR_FILE: &str = "last_reserved_ip";
 #[derive(Clone, Debug)]
 pub struct DiskStore {
     dir: PathBuf,
-    pool: Pool,
+    /// `None`: the node has no podCIDR yet; releasing and GC still work.
+    pool: Option<Pool>,
 }
 
 /// Holds the directory lock; dropping it closes the file, which releases the
@@ -40,7 +41,7 @@ impl DiskStore {
     ///
     /// Nothing is touched on disk until the first allocate.
     #[must_use]
-    pub fn new(data_dir: &Path, network: &str, pool: Pool) -> Self {
+    pub fn new(data_dir: &Path, network: &str, pool: Option<Pool>) -> Self {
         DiskStore {
             dir: data_dir.join(network),
             pool,
@@ -150,15 +151,62 @@ impl Store for DiskStore {
                 ip,
             });
         }
-        for ip in self.pool.scan_after(self.cursor()) {
+        let pool = self.pool.ok_or(Error::NoSubnet)?;
+        for ip in pool.scan_after(self.cursor()) {
             if self.reserve(ip, owner)? {
                 return Ok(ip);
             }
         }
         Err(Error::Exhausted {
-            subnet: self.pool.subnet(),
-            size: self.pool.size(),
+            subnet: pool.subnet(),
+            size: pool.size(),
         })
+    }
+
+    fn owners(&self) -> Result<Vec<Owner>> {
+        let mut owners: Vec<Owner> = self.allocations()?.into_iter().filter_map(|(_, by)| by).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        Ok(owners)
+    }
+
+    fn held_by(&self, owner: &Owner) -> Result<Vec<Ipv4Addr>> {
+        let mut held: Vec<Ipv4Addr> = self
+            .allocations()?
+            .into_iter()
+            .filter(|(_, by)| by.as_ref() == Some(owner))
+            .map(|(ip, _)| ip)
+            .collect();
+        held.sort_unstable();
+        Ok(held)
+    }
+
+    fn collect_garbage(&self, valid: &std::collections::HashSet<Owner>) -> Result<Vec<Ipv4Addr>> {
+        if !self.dir.exists() {
+            return Ok(Vec::new());
+        }
+        // Under the lock: an ADD between creating its file and writing its
+        // owner holds the lock, so an empty file seen here is a crashed ADD.
+        let _lock = self.lock()?;
+        let mut released = Vec::new();
+        for (ip, held_by) in self.allocations()? {
+            if held_by.as_ref().is_some_and(|owner| valid.contains(owner)) {
+                continue;
+            }
+            let path = self.dir.join(ip.to_string());
+            match fs::remove_file(&path) {
+                Ok(()) => released.push(ip),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io("remove", &path)(e)),
+            }
+        }
+        released.sort_unstable();
+        Ok(released)
+    }
+
+    fn ready(&self) -> Result<()> {
+        self.pool.ok_or(Error::NoSubnet)?;
+        self.lock().map(drop)
     }
 
     fn release(&self, owner: &Owner) -> Result<Vec<Ipv4Addr>> {

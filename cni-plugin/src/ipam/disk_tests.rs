@@ -29,7 +29,7 @@ impl Drop for TempDir {
 const NONE: [Ipv4Addr; 0] = [];
 
 fn store(tmp: &TempDir, cidr: &str) -> DiskStore {
-    DiskStore::new(&tmp.0, "weir", Pool::new(cidr.parse().unwrap()).unwrap())
+    DiskStore::new(&tmp.0, "weir", Pool::new(cidr.parse().unwrap()))
 }
 
 fn owner(id: &str) -> Owner {
@@ -163,7 +163,7 @@ fn unwritable_store_is_an_io_error() {
     // even for root.
     let file = tmp.0.join("file");
     fs::write(&file, "").unwrap();
-    let s = DiskStore::new(&file, "weir", Pool::new("10.0.0.0/24".parse().unwrap()).unwrap());
+    let s = DiskStore::new(&file, "weir", Pool::new("10.0.0.0/24".parse().unwrap()));
     let err = s.allocate(&owner("a")).unwrap_err();
     assert_eq!(err.code(), Code::IpamStore);
     assert!(err.to_string().contains("cannot create directory"), "{err}");

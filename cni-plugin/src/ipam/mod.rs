@@ -25,6 +25,10 @@ pub use pool::Pool;
 /// Errors of the IPAM store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The network config has no subnet: the weir agent has not written
+    /// this node's podCIDR into it yet.
+    #[error("no subnet yet: the weir agent has not written this node's podCIDR (try again later)")]
+    NoSubnet,
     /// No free address is left.
     #[error("no free pod address left in {subnet} (all {size} are allocated)")]
     Exhausted {
@@ -63,6 +67,7 @@ impl Error {
     #[must_use]
     pub fn code(&self) -> Code {
         match self {
+            Error::NoSubnet => Code::TryAgainLater,
             Error::Exhausted { .. } => Code::IpamExhausted,
             Error::AlreadyAllocated { .. } => Code::IpamDuplicate,
             Error::Io { .. } => Code::IpamStore,
@@ -72,7 +77,7 @@ impl Error {
 
 /// Who holds an address: the spec's primary key for plugin state (the network
 /// name is implied by the store's directory).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Owner {
     /// `CNI_CONTAINERID`.
     pub container_id: String,
@@ -109,4 +114,18 @@ pub trait Store {
     /// Frees every address `owner` holds and returns them; holding none is not
     /// an error, since DEL must be idempotent.
     fn release(&self, owner: &Owner) -> Result<Vec<Ipv4Addr>>;
+
+    /// Every owner holding an address.
+    fn owners(&self) -> Result<Vec<Owner>>;
+
+    /// The addresses `owner` holds.
+    fn held_by(&self, owner: &Owner) -> Result<Vec<Ipv4Addr>>;
+
+    /// Frees every address whose owner is not in `valid` (or that has no
+    /// owner: an ADD that died before writing it) and returns them.
+    fn collect_garbage(&self, valid: &std::collections::HashSet<Owner>) -> Result<Vec<Ipv4Addr>>;
+
+    /// Whether ADD could allocate now: a subnet is known and the store is
+    /// writable.
+    fn ready(&self) -> Result<()>;
 }

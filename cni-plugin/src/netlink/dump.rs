@@ -15,8 +15,12 @@ use std::future::Future;
 use std::num::NonZeroI32;
 
 use futures::StreamExt as _;
-use netlink_packet_route::RouteNetlinkMessage;
+use std::net::Ipv4Addr;
+
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::Handle;
 use rtnetlink::packet_core::{
     ErrorMessage, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
@@ -42,6 +46,77 @@ pub async fn links(handle: &Handle) -> Result<Vec<Link>> {
         || RouteNetlinkMessage::GetLink(LinkMessage::default()),
         |reply| match reply {
             RouteNetlinkMessage::NewLink(message) => Some(Link::from_message(&message)),
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// One IPv4 route of the main table, as CHECK needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Destination and prefix length; `None` for the default route.
+    pub destination: Option<(Ipv4Addr, u8)>,
+    /// Gateway, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface index, if any.
+    pub output: Option<u32>,
+}
+
+/// Every IPv4 route of the main table.
+pub async fn ipv4_routes(handle: &Handle) -> Result<Vec<Route>> {
+    dump(
+        handle,
+        "routes",
+        || {
+            let mut message = RouteMessage::default();
+            message.header.address_family = AddressFamily::Inet;
+            RouteNetlinkMessage::GetRoute(message)
+        },
+        |reply| match reply {
+            RouteNetlinkMessage::NewRoute(message) if message.header.table == RouteHeader::RT_TABLE_MAIN => {
+                let mut route = Route {
+                    destination: None,
+                    gateway: None,
+                    output: None,
+                };
+                for attribute in &message.attributes {
+                    match attribute {
+                        RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                            route.destination = Some((*ip, message.header.destination_prefix_length));
+                        }
+                        RouteAttribute::Gateway(RouteAddress::Inet(ip)) => route.gateway = Some(*ip),
+                        RouteAttribute::Oif(index) => route.output = Some(*index),
+                        _ => {}
+                    }
+                }
+                Some(route)
+            }
+            _ => None,
+        },
+    )
+    .await
+}
+
+/// The IPv4 addresses (with prefix length) of link `index`.
+pub async fn ipv4_addresses(handle: &Handle, index: u32) -> Result<Vec<(Ipv4Addr, u8)>> {
+    dump(
+        handle,
+        "addresses",
+        || {
+            let mut message = AddressMessage::default();
+            message.header.family = AddressFamily::Inet;
+            RouteNetlinkMessage::GetAddress(message)
+        },
+        |reply| match reply {
+            RouteNetlinkMessage::NewAddress(message) if message.header.index == index => {
+                message.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(std::net::IpAddr::V4(ip)) => {
+                        Some((*ip, message.header.prefix_len))
+                    }
+                    _ => None,
+                })
+            }
             _ => None,
         },
     )

@@ -23,6 +23,10 @@ pub struct Link {
     pub mac: String,
     /// The same hardware address as raw bytes (for neighbour entries).
     pub hw_addr: Vec<u8>,
+    /// `IFLA_IFALIAS`: weir records the attachment a host veth belongs to.
+    pub alias: Option<String>,
+    /// Administratively up.
+    pub up: bool,
 }
 
 impl Link {
@@ -30,6 +34,7 @@ impl Link {
         let mut name = String::new();
         let mut mac = String::new();
         let mut hw_addr = Vec::new();
+        let mut alias = None;
         for attribute in &message.attributes {
             match attribute {
                 LinkAttribute::IfName(n) => name.clone_from(n),
@@ -37,6 +42,7 @@ impl Link {
                     mac = format_mac(bytes);
                     hw_addr.clone_from(bytes);
                 }
+                LinkAttribute::IfAlias(text) => alias = Some(text.clone()),
                 _ => {}
             }
         }
@@ -45,6 +51,11 @@ impl Link {
             name,
             mac,
             hw_addr,
+            alias,
+            up: message
+                .header
+                .flags
+                .contains(netlink_packet_route::link::LinkFlags::Up),
         }
     }
 }
@@ -137,6 +148,18 @@ pub async fn rename(handle: &Handle, link: &Link, name: &str) -> Result<()> {
 }
 
 /// Sets link `index` up.
+/// Sets `IFLA_IFALIAS` (the kernel ignores it when a link is created, so it
+/// takes a change of its own).
+pub async fn set_alias(handle: &Handle, link: &Link, alias: &str) -> Result<()> {
+    let message = LinkUnspec::new_with_index(link.index).alias(alias).build();
+    handle
+        .link()
+        .change(message)
+        .execute()
+        .await
+        .map_err(Error::request(format!("set alias of link {}", link.name)))
+}
+
 pub async fn set_up(handle: &Handle, link: &Link) -> Result<()> {
     let message = LinkUnspec::new_with_index(link.index).up().build();
     handle

@@ -11,6 +11,8 @@ use crate::sysctl;
 /// What to attach.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
+    /// The network's name (recorded in the host veth's alias).
+    pub network: &'a str,
     /// `CNI_CONTAINERID`; names the host veth.
     pub container_id: &'a str,
     /// `CNI_IFNAME`; the pod end's final name.
@@ -54,6 +56,11 @@ fn attach_created(
 ) -> Result<Attachment> {
     let handle = session.handle();
     let host = session.block_on(link::expect(handle, host_name))?;
+    // The alias names the attachment for CHECK and GC. A plugin killed before
+    // this line leaves a link without it; GC finds that one by name from
+    // the allocation, which always exists before any link does.
+    let alias = super::alias(request.network, request.container_id, request.ifname);
+    session.block_on(link::set_alias(handle, &host, &alias))?;
     let peer = session.block_on(link::expect(handle, temp_name))?;
     session.block_on(link::move_to_netns(handle, &peer, netns.raw_fd()))?;
 

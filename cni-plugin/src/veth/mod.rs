@@ -3,6 +3,7 @@
 //! See the crate docs for the topology; [`attach`] and [`detach`] do the work.
 
 mod attach;
+mod inspect;
 
 use std::net::Ipv4Addr;
 
@@ -10,6 +11,7 @@ use crate::code::Code;
 use crate::{netlink, netns, sysctl};
 
 pub use attach::{Request, attach, detach};
+pub use inspect::{check, collect_garbage};
 
 /// The pod's gateway. It is on no interface anywhere: the node end of the veth
 /// answers ARP for it by proxy ARP, and the pod reaches it through a link-scope
@@ -36,6 +38,9 @@ pub enum Error {
     /// Writing the host veth's sysctls failed.
     #[error(transparent)]
     Sysctl(#[from] sysctl::Error),
+    /// CHECK found the attachment not as ADD left it.
+    #[error("{0}")]
+    Check(String),
 }
 
 /// Result of this module.
@@ -49,8 +54,35 @@ impl Error {
             Error::Netlink(e) => e.code(),
             Error::Netns(e) => e.code(),
             Error::Sysctl(e) => e.code(),
+            Error::Check(_) => Code::CheckFailed,
         }
     }
+}
+
+/// Prefix of the alias weir gives a host veth: `weir:<network>:<containerid>:<ifname>`.
+const ALIAS_PREFIX: &str = "weir:";
+
+/// The alias recording which attachment a host veth belongs to, so GC can
+/// find the links of attachments that no longer exist without guessing from
+/// hashed names.
+#[must_use]
+pub fn alias(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("{ALIAS_PREFIX}{network}:{container_id}:{ifname}")
+}
+
+/// The (network, container id, ifname) an alias records, if it is weir's.
+/// Network names and interface names contain no ':'; container ids may, so
+/// the id is what lies between the first and the last separator.
+#[must_use]
+pub fn parse_alias(alias: &str) -> Option<(&str, &str, &str)> {
+    let rest = alias.strip_prefix(ALIAS_PREFIX)?;
+    let (network, rest) = rest.split_once(':')?;
+    let (container_id, ifname) = rest.rsplit_once(':')?;
+    (!network.is_empty() && !container_id.is_empty() && !ifname.is_empty()).then_some((
+        network,
+        container_id,
+        ifname,
+    ))
 }
 
 /// FNV-1a, 64 bit: tiny, stable across releases and platforms (unlike std's
@@ -89,7 +121,7 @@ pub fn host_name(container_id: &str) -> String {
 }
 
 /// The temporary name of the pod end while it is still in the node netns.
-fn temp_name(container_id: &str) -> String {
+pub(crate) fn temp_name(container_id: &str) -> String {
     let hex = format!("{:016x}", name_hash(container_id));
     format!("{TEMP_PREFIX}{}", &hex[..10])
 }
@@ -97,6 +129,14 @@ fn temp_name(container_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aliases_round_trip_even_with_colons_in_the_container_id() {
+        let a = alias("weir", "ctr:with:colons", "eth0");
+        assert_eq!(parse_alias(&a), Some(("weir", "ctr:with:colons", "eth0")));
+        assert_eq!(parse_alias("somebody else's"), None);
+        assert_eq!(parse_alias("weir:net::eth0"), None);
+    }
 
     #[test]
     fn fnv1a64_matches_the_reference_vectors() {
