@@ -163,7 +163,8 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         }
         match routes::reconcile(table, &desired).await {
             Ok(summary) => {
-                status.node_routes = summary.routes;
+                // Routes to other nodes only: the Service CIDR route is not one.
+                status.node_routes = state.routes.len();
                 if summary.updated + summary.deleted > 0 {
                     info!(
                         routes = summary.routes,

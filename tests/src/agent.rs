@@ -1,5 +1,8 @@
 //! The node agent as a child process: started in the node netns, watched through
 //! its status file, stopped with SIGTERM like a kubelet-managed pod would be.
+//!
+//! A cluster member's agent also gets `--node-name` and the CNI directories: it
+//! then routes to the other nodes' pods and writes its node's conflist.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,10 +20,10 @@ use crate::cmd;
 const POLL_INTERVAL_MS: &str = "100";
 
 /// How long a stopped agent gets to exit before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What the agent writes to its status file after each successful reconcile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct AgentStatus {
     /// Count of successful reconciles, from 1.
     pub generation: u64,
@@ -28,6 +31,45 @@ pub struct AgentStatus {
     pub frontends: u64,
     /// Backends in the backends map.
     pub backends: u64,
+    /// Routes weir owns in the node's table (other nodes' podCIDRs); 0
+    /// without `--node-name`.
+    #[serde(default)]
+    pub node_routes: u64,
+    /// This node's podCIDR from its Node object, once known.
+    #[serde(default)]
+    pub pod_cidr: Option<String>,
+}
+
+impl AgentStatus {
+    /// Reads a status file; `None` while there is none (or a partial one).
+    #[must_use]
+    pub fn read(path: &Path) -> Option<Self> {
+        let text = std::fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// What makes an agent a cluster member rather than a plain load balancer.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// `--node-name`, with the CNI directories it writes the conflist for.
+    pub node: Option<AgentNode>,
+    /// More flags, appended as given (e.g. `--device eth0`).
+    pub extra_args: Vec<String>,
+    /// Start it in a session of its own, to outlive this process (the
+    /// persistent lab).
+    pub detached: bool,
+}
+
+/// The flags of an agent that plumbs its node.
+#[derive(Clone, Debug)]
+pub struct AgentNode {
+    /// `--node-name`: its Node object in the manifest directory.
+    pub name: String,
+    /// `--cni-conf-dir`: where it writes `10-weir.conflist`.
+    pub cni_conf_dir: PathBuf,
+    /// `--cni-data-dir`: the IPAM store it puts into the conflist.
+    pub cni_data_dir: PathBuf,
 }
 
 /// Where the agent reads from and writes to.
@@ -56,10 +98,26 @@ pub struct Agent {
 impl Agent {
     /// Starts `binary` inside `node_netns`, and moves it into `own_cgroup` so a
     /// crashed run's agent is found and killed with the rest of the run.
-    pub fn start(binary: &Path, node_netns: &Path, paths: AgentPaths, own_cgroup: &Cgroup) -> Result<Self> {
+    pub fn start(
+        binary: &Path,
+        node_netns: &Path,
+        paths: AgentPaths,
+        options: &AgentOptions,
+        own_cgroup: &Cgroup,
+    ) -> Result<Self> {
         let log = File::create(&paths.log).with_context(|| format!("creating {}", paths.log.display()))?;
-        let mut command = cmd::nsenter(node_netns, binary);
+        let mut command = cmd::nsenter_command(node_netns, binary, options.detached);
+        if let Some(node) = &options.node {
+            command
+                .arg("--node-name")
+                .arg(&node.name)
+                .arg("--cni-conf-dir")
+                .arg(&node.cni_conf_dir)
+                .arg("--cni-data-dir")
+                .arg(&node.cni_data_dir);
+        }
         command
+            .args(&options.extra_args)
             .arg("--manifests")
             .arg(&paths.manifests)
             .arg("--bpffs")
@@ -93,8 +151,7 @@ impl Agent {
     /// The status file's current content, if the agent has written one.
     #[must_use]
     pub fn status(&self) -> Option<AgentStatus> {
-        let text = std::fs::read_to_string(&self.paths.status).ok()?;
-        serde_json::from_str(&text).ok()
+        AgentStatus::read(&self.paths.status)
     }
 
     /// Waits until the status file reports at least `generation`; fails early

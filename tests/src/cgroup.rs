@@ -58,6 +58,35 @@ impl Cgroup {
         Ok(events.lines().any(|line| line == "populated 1"))
     }
 
+    /// Pids of the processes directly in this cgroup (not its children).
+    pub fn procs(&self) -> Result<Vec<u32>> {
+        let path = self.path.join("cgroup.procs");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text.lines().filter_map(|line| line.trim().parse().ok()).collect())
+    }
+
+    /// Asks every process in the subtree to stop (SIGTERM), waits up to
+    /// `grace` for them to go, then kills what is left. For processes this run
+    /// holds no handle of: the persistent lab's agents, started by an earlier
+    /// `lab up`, get to detach their programs cleanly.
+    pub fn terminate_all(&self, grace: Duration) -> Result<()> {
+        if !self.path.exists() || !self.populated()? {
+            return Ok(());
+        }
+        let mut pids = Vec::new();
+        collect_procs(&self.path, &mut pids)?;
+        if !pids.is_empty() {
+            // `kill` the tool rather than kill(2): no unsafe outside netns code.
+            // A process that exited meanwhile makes it fail: fine.
+            let _ = crate::cmd::run("kill", std::iter::once("-TERM".to_owned()).chain(pids));
+        }
+        let deadline = Instant::now() + grace;
+        while self.populated()? && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_all()
+    }
+
     /// Kills every process in the subtree and waits until they are gone. Processes
     /// the caller spawned must still be reaped by it (`Child::wait`).
     pub fn kill_all(&self) -> Result<()> {
@@ -85,6 +114,19 @@ impl Cgroup {
         self.kill_all()?;
         remove_tree(&self.path)
     }
+}
+
+/// The pids of `dir` and every cgroup below it, as strings for `kill`.
+fn collect_procs(dir: &Path, pids: &mut Vec<String>) -> Result<()> {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    pids.extend(procs.lines().map(str::to_owned));
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            collect_procs(&entry.path(), pids)?;
+        }
+    }
+    Ok(())
 }
 
 /// `rmdir` of a cgroup directory and its child directories. cgroupfs directories

@@ -49,11 +49,33 @@ where
 /// A `nsenter --net=<netns> <program>` command, ready for more arguments.
 #[must_use]
 pub fn nsenter(netns: &Path, program: impl AsRef<OsStr>) -> Command {
+    nsenter_command(netns, program, false)
+}
+
+/// [`nsenter`], optionally [detached](command).
+#[must_use]
+pub fn nsenter_command(netns: &Path, program: impl AsRef<OsStr>, detached: bool) -> Command {
     let mut net = std::ffi::OsString::from("--net=");
     net.push(netns);
-    let mut command = Command::new("nsenter");
+    let mut command = self::command("nsenter", detached);
     command.arg(net).arg(program);
     command
+}
+
+/// A command running `program`. A `detached` one starts in a session of its
+/// own (`setsid`), so neither a Ctrl-C at the terminal nor a closed terminal
+/// reaches it and it outlives this process: the persistent lab's agents and
+/// servers. `setsid` execs in place (a spawned child never leads a process
+/// group), so the child's pid is the program's.
+#[must_use]
+pub fn command(program: impl AsRef<OsStr>, detached: bool) -> Command {
+    if detached {
+        let mut command = Command::new("setsid");
+        command.arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
 }
 
 /// Puts the command in a process group of its own, so a Ctrl-C at the terminal

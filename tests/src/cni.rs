@@ -24,6 +24,12 @@ pub enum CniCommand {
     Add,
     /// Detach it; must succeed when already detached.
     Del,
+    /// Verify an attachment is as ADD left it.
+    Check,
+    /// Is the plugin ready for ADD?
+    Status,
+    /// Release everything not in `cni.dev/valid-attachments`.
+    Gc,
 }
 
 impl CniCommand {
@@ -31,6 +37,9 @@ impl CniCommand {
         match self {
             CniCommand::Add => "ADD",
             CniCommand::Del => "DEL",
+            CniCommand::Check => "CHECK",
+            CniCommand::Status => "STATUS",
+            CniCommand::Gc => "GC",
         }
     }
 }

@@ -3,7 +3,9 @@
 //! A run killed with SIGKILL (or a machine reset mid-test) cannot clean up after
 //! itself; the next run does it. Only runs whose owner process is dead are
 //! touched: parallel tests of this process and a lab running beside them are
-//! alive and keep everything.
+//! alive and keep everything. The persistent lab (`weir-lab-*`) has no owner
+//! pid in its names and is never touched here: `lab up` and `lab down` clean
+//! up after it.
 
 use std::io::Write as _;
 use std::path::Path;

@@ -132,6 +132,28 @@ impl ManifestDir {
         std::fs::rename(&temporary, &target).with_context(|| format!("renaming into {}", target.display()))
     }
 
+    /// The content of `file_name`, if it exists.
+    #[must_use]
+    pub fn read(&self, file_name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir.join(file_name)).ok()
+    }
+
+    /// Names of the manifest files in the directory, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in
+            std::fs::read_dir(&self.dir).with_context(|| format!("listing {}", self.dir.display()))?
+        {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+            if manifest && !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Removes `file_name`; missing is success.
     pub fn remove(&self, file_name: &str) -> Result<()> {
         match std::fs::remove_file(self.dir.join(file_name)) {

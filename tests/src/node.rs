@@ -1,41 +1,44 @@
-//! A one-node topology: the node netns, pods attached by `weir-cni`, and the
-//! processes (agent, servers) that run on it.
+//! A node: its netns, cgroup subtree, bpffs and work directory, the pods
+//! attached by `weir-cni`, and the processes (agent, servers) that run on it.
 //!
 //! ```text
 //!   root netns (untouched)
-//!   ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄
+//!   ┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄┄
 //!   weir-<tag>-node   lo, ip_forward=1, weir-agent, one host veth + /32 route per pod
-//!      ├─ weirXXXX ══ eth0  weir-<tag>-echo-a   10.244.1.2/32
-//!      ├─ weirXXXX ══ eth0  weir-<tag>-echo-b   10.244.1.3/32
+//!      ├─ weirXXXX ══ eth0  weir-<tag>-pod-default_echo-a   10.244.1.2/32
 //!      └─ …
-//!   cgroup weir-<tag>/ (agent attaches connect4 here)
-//!      ├─ weir-agent/   ├─ echo-a/   ├─ echo-b/   └─ …
+//!   cgroup weir-<tag>/ (agent attaches its socket-LB programs here)
+//!      ├─ weir-agent/   ├─ host/ (the node's own probes)   ├─ default_echo-a/   └─ …
 //! ```
 //!
-//! The node is a netns too, and it has no link to the outside: nothing a test
-//! sends can leave the topology. Everything is removed by [`Node::teardown`],
-//! which [`Drop`] runs on every exit path, panics included.
+//! [`Node::new`] builds a standalone node: no link to the outside (nothing a
+//! test sends can leave it), a fixed CNI config for [`POD_SUBNET`], an agent
+//! without `--node-name`. A [`Cluster`](crate::Cluster) builds its members with
+//! the same code, adds their uplink to the fabric, and gives their agents
+//! `--node-name` — pods are then created with the conflist that agent wrote.
+//! Everything is removed by [`Node::teardown`], which [`Drop`] runs on every
+//! exit path, panics included (the persistent lab's nodes excepted).
 
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::agent::{Agent, AgentPaths, AgentStatus};
+use crate::agent::{Agent, AgentOptions};
 use crate::bins::Binaries;
 use crate::bpffs::BpfFs;
 use crate::cgroup::Cgroup;
-use crate::cni::{Cni, CniResult};
+use crate::cni::Cni;
 use crate::manifests::ManifestDir;
 use crate::netns::Netns;
-use crate::probe::{self, Replies, Server};
-use crate::tag::{RunKind, RunTag};
+use crate::pod::{Pod, split_key};
+use crate::probe::Server;
+use crate::tag::{Naming, RunKind, RunTag};
 use crate::{leftovers, teardown};
 
-/// The node's pod CIDR (its IPAM hands out .2, .3, … in order).
+/// The standalone node's pod CIDR (its IPAM hands out .2, .3, … in order).
 pub const POD_SUBNET: &str = "10.244.1.0/24";
 
 /// The gateway `weir-cni` gives every pod; it exists on no interface.
@@ -45,53 +48,47 @@ pub const POD_GATEWAY: &str = "169.254.1.1";
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Name of the agent's own cgroup below the node cgroup.
-const AGENT_CGROUP: &str = "weir-agent";
+pub(crate) const AGENT_CGROUP: &str = "weir-agent";
 
-/// A pod attached to the node by `weir-cni ADD`.
-#[derive(Debug)]
-pub struct Pod {
-    /// Pod name (also its cgroup's name).
-    pub name: String,
-    /// The pod's netns (`eth0` lives here).
-    pub netns: Netns,
-    /// The pod's cgroup, a child of the node cgroup.
-    pub cgroup: Cgroup,
-    /// `CNI_CONTAINERID` used for ADD and DEL.
-    pub container_id: String,
-    /// What ADD returned.
-    pub cni_result: CniResult,
-    /// The pod's address from the result.
-    pub ip: Ipv4Addr,
-}
+/// Cgroup of the node's own processes (probes "from the node"): below the
+/// node cgroup, so socket-LB applies to them as to any host process.
+pub(crate) const HOST_CGROUP: &str = "host";
 
 /// A node and everything on it; see the module docs.
 #[derive(Debug)]
 pub struct Node {
-    pub(crate) tag: RunTag,
+    pub(crate) name: String,
+    pub(crate) naming: Naming,
     pub(crate) bins: Binaries,
-    pub(crate) run_dir: PathBuf,
+    pub(crate) dir: PathBuf,
     pub(crate) netns: Netns,
     pub(crate) cgroup: Cgroup,
     pub(crate) bpffs: BpfFs,
-    pub(crate) cni: Cni,
+    pub(crate) cni: Option<Cni>,
+    pub(crate) ipam_dir: PathBuf,
     pub(crate) manifests: ManifestDir,
+    pub(crate) agent_options: AgentOptions,
+    pub(crate) address: Option<Ipv4Addr>,
     pub(crate) pods: Vec<Pod>,
     pub(crate) sandboxes: Vec<Netns>,
     pub(crate) servers: Vec<(String, Server)>,
     pub(crate) agent: Option<Agent>,
+    /// Owns the run: teardown removes the run's work directory too.
+    pub(crate) standalone: bool,
     pub(crate) torn_down: bool,
 }
 
 impl Node {
-    /// Builds an empty node: netns, cgroup, bpffs and work directory of a fresh
-    /// run. Leftovers of crashed runs are removed first (once per process).
+    /// Builds an empty standalone node: netns, cgroup, bpffs and work
+    /// directory of a fresh run. Leftovers of crashed runs are removed first
+    /// (once per process).
     pub fn new(bins: Binaries, kind: RunKind) -> Result<Self> {
         bins.check()?;
         leftovers::cleanup_once();
-        let tag = RunTag::new(kind);
-        let run_dir = tag.run_dir();
-        create_run_dir(&run_dir)?;
-        let netns = Netns::existing(&tag.netns_name("node"));
+        let naming = Naming::Run(RunTag::new(kind));
+        let run_dir = naming.run_dir();
+        crate::create_run_dir(&run_dir)?;
+        let netns = Netns::existing(&naming.netns_name("node"));
         let cni = Cni::new(
             &bins.cni,
             bins.dir(),
@@ -99,40 +96,86 @@ impl Node {
             POD_SUBNET,
             &run_dir.join("ipam"),
         );
-        let mut node = Node {
-            cgroup: Cgroup::existing(tag.cgroup_dir()),
-            bpffs: BpfFs::unmounted(run_dir.join("bpffs")),
-            manifests: ManifestDir::new(run_dir.join("manifests"), run_dir.join("scratch")),
-            netns,
-            cni,
-            run_dir,
-            tag,
+        let mut node = Node::unbuilt(
+            "node",
+            naming.clone(),
+            bins,
+            &run_dir,
+            naming.cgroup_dir(),
+            ManifestDir::new(run_dir.join("manifests"), run_dir.join("scratch")),
+        );
+        node.standalone = true;
+        node.ipam_dir = run_dir.join("ipam");
+        node.cni = Some(cni);
+        // From here on a failure drops `node`, whose teardown removes whatever
+        // of the following was created.
+        node.manifests.create_dirs()?;
+        node.build()?;
+        Ok(node)
+    }
+
+    /// The parts of a node, nothing created yet: what teardown of a node
+    /// that failed half-way, and the persistent lab's re-attach, start from.
+    pub(crate) fn unbuilt(
+        name: &str,
+        naming: Naming,
+        bins: Binaries,
+        dir: &Path,
+        cgroup: PathBuf,
+        manifests: ManifestDir,
+    ) -> Node {
+        Node {
+            name: name.to_owned(),
+            netns: Netns::existing(&naming.netns_name(name)),
+            cgroup: Cgroup::existing(cgroup),
+            bpffs: BpfFs::unmounted(dir.join("bpffs")),
+            cni: None,
+            ipam_dir: dir.join("cni/ipam"),
+            manifests,
+            agent_options: AgentOptions {
+                detached: naming.is_persistent(),
+                ..AgentOptions::default()
+            },
+            address: None,
+            dir: dir.to_owned(),
+            naming,
             bins,
             pods: Vec::new(),
             sandboxes: Vec::new(),
             servers: Vec::new(),
             agent: None,
+            standalone: false,
             torn_down: false,
-        };
-        // From here on a failure drops `node`, whose teardown removes whatever
-        // of the following was created.
-        node.manifests.create_dirs()?;
-        node.netns = Netns::create(node.netns.name())?;
-        // The node routes between its pods' host veths.
-        node.netns.sysctl("net.ipv4.ip_forward", "1")?;
-        // No uplink and no default route: a VIP nobody rewrote fails fast
-        // ("network unreachable"). Pods still reach their gateway: weir-cni
-        // pins 169.254.1.1 to the host veth's MAC in each pod.
-        node.cgroup = Cgroup::create(node.cgroup.path())?;
-        node.cgroup.create_child(AGENT_CGROUP)?;
-        node.bpffs = BpfFs::mount(node.bpffs.path())?;
-        Ok(node)
+        }
     }
 
-    /// The run's tag.
+    /// Creates the node's netns, cgroups, bpffs and work directory.
+    pub(crate) fn build(&mut self) -> Result<()> {
+        crate::create_run_dir(&self.dir)?;
+        self.netns = Netns::create(self.netns.name())?;
+        // The node routes between its pods' host veths (and, in a cluster, to
+        // and from the other nodes).
+        self.netns.sysctl("net.ipv4.ip_forward", "1")?;
+        // No default route, ever: a VIP nobody rewrote and any stray packet fail
+        // fast ("network unreachable"). Pods still reach their gateway: weir-cni
+        // pins 169.254.1.1 to the host veth's MAC in each pod.
+        self.cgroup = Cgroup::create(self.cgroup.path())?;
+        self.cgroup.create_child(AGENT_CGROUP)?;
+        self.cgroup.create_child(HOST_CGROUP)?;
+        self.bpffs = BpfFs::mount(self.bpffs.path())?;
+        Ok(())
+    }
+
+    /// The node's name (its Node object's, in a cluster).
     #[must_use]
-    pub fn tag(&self) -> &RunTag {
-        &self.tag
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How the run's names are made.
+    #[must_use]
+    pub fn naming(&self) -> &Naming {
+        &self.naming
     }
 
     /// The node's netns.
@@ -147,22 +190,36 @@ impl Node {
         &self.cgroup
     }
 
-    /// The run's work directory.
+    /// The node's work directory.
     #[must_use]
     pub fn run_dir(&self) -> &Path {
-        &self.run_dir
+        &self.dir
+    }
+
+    /// The node's InternalIP on the fabric (`None` for a standalone node).
+    #[must_use]
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        self.address
     }
 
     /// The IPAM store the plugin writes (`dataDir`).
     #[must_use]
     pub fn ipam_dir(&self) -> PathBuf {
-        self.run_dir.join("ipam")
+        self.ipam_dir.clone()
     }
 
     /// The plugin as this node's runtime calls it.
+    ///
+    /// # Panics
+    ///
+    /// If the node has no CNI config yet (a cluster member whose agent has not
+    /// written its conflist; clusters wait for it before handing nodes out).
     #[must_use]
     pub fn cni(&self) -> &Cni {
-        &self.cni
+        match &self.cni {
+            Some(cni) => cni,
+            None => panic!("node {} has no CNI config yet", self.name),
+        }
     }
 
     /// The agent's manifest directory.
@@ -171,44 +228,18 @@ impl Node {
         &self.manifests
     }
 
-    /// Creates pod `name` (netns, cgroup) and attaches it with `weir-cni ADD`.
-    /// On failure nothing of the pod is left.
-    pub fn add_pod(&mut self, name: &str) -> Result<&Pod> {
-        if name == AGENT_CGROUP || self.pods.iter().any(|pod| pod.name == name) {
-            bail!("pod name {name:?} is taken");
+    /// Creates pod `key` (`namespace/name`, or a name in `default`) and
+    /// attaches it with `weir-cni ADD`. On failure nothing of the pod is left.
+    pub fn add_pod(&mut self, key: &str) -> Result<&Pod> {
+        let (namespace, name) = split_key(key)?;
+        if self.find_pod(namespace, name).is_some() {
+            bail!("pod {namespace}/{name} exists on {}", self.name);
         }
-        let netns = Netns::create(&self.tag.netns_name(name))?;
-        let container_id = self.container_id(name);
-        let attached = Cgroup::create(self.cgroup.path().join(name)).and_then(|cgroup| {
-            match self
-                .cni
-                .add(&container_id, &netns.path())
-                .and_then(|result| Ok((result.pod_ip()?, result)))
-            {
-                Ok((ip, cni_result)) => Ok((cgroup, ip, cni_result)),
-                Err(err) => {
-                    // ADD must clean up after itself; DEL anyway, as a runtime would.
-                    let _ = self.cni.del(&container_id, &netns.path());
-                    let _ = cgroup.remove();
-                    Err(err)
-                }
-            }
-        });
-        let (cgroup, ip, cni_result) = match attached {
-            Ok(parts) => parts,
-            Err(err) => {
-                let _ = netns.delete();
-                return Err(err.context(format!("adding pod {name}")));
-            }
-        };
-        let pod = Pod {
-            name: name.to_owned(),
-            netns,
-            cgroup,
-            container_id,
-            cni_result,
-            ip,
-        };
+        let cni = self
+            .cni
+            .as_ref()
+            .with_context(|| format!("node {} has no CNI config yet", self.name))?;
+        let pod = Pod::create(&self.naming, cni, self.cgroup.path(), (namespace, name))?;
         self.pods.push(pod);
         self.pods.last().context("pod list empty after a push")
     }
@@ -216,7 +247,7 @@ impl Node {
     /// Creates a pod netns `name` without attaching it: for tests that drive
     /// `weir-cni` by hand. Removed at teardown.
     pub fn add_sandbox(&mut self, name: &str) -> Result<Netns> {
-        let netns = Netns::create(&self.tag.netns_name(name))?;
+        let netns = Netns::create(&self.naming.netns_name(name))?;
         self.sandboxes.push(netns.clone());
         Ok(netns)
     }
@@ -225,15 +256,24 @@ impl Node {
     /// across runs, so parallel tests never share one).
     #[must_use]
     pub fn container_id(&self, name: &str) -> String {
-        format!("{}-{name}", self.tag)
+        format!("{}-{name}", self.naming)
     }
 
-    /// The pod called `name`.
-    pub fn pod(&self, name: &str) -> Result<&Pod> {
+    /// The pod `key` (`namespace/name`, or a name in `default`).
+    pub fn pod(&self, key: &str) -> Result<&Pod> {
+        let (namespace, name) = split_key(key)?;
+        self.find_pod(namespace, name).with_context(|| {
+            format!(
+                "no pod {namespace}/{name} on node {} ({})",
+                self.name, self.naming
+            )
+        })
+    }
+
+    pub(crate) fn find_pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
         self.pods
             .iter()
-            .find(|pod| pod.name == name)
-            .with_context(|| format!("no pod {name} on node {}", self.tag))
+            .find(|pod| pod.namespace == namespace && pod.name == name)
     }
 
     /// Every pod, in creation order.
@@ -242,109 +282,17 @@ impl Node {
         &self.pods
     }
 
-    /// Detaches pod `name` with `weir-cni DEL` and removes its netns and cgroup
+    /// Detaches pod `key` with `weir-cni DEL` and removes its netns and cgroup
     /// (and the servers in it).
-    pub fn remove_pod(&mut self, name: &str) -> Result<()> {
+    pub fn remove_pod(&mut self, key: &str) -> Result<()> {
+        let (namespace, name) = split_key(key)?;
         let index = self
             .pods
             .iter()
-            .position(|pod| pod.name == name)
-            .with_context(|| format!("no pod {name}"))?;
+            .position(|pod| pod.namespace == namespace && pod.name == name)
+            .with_context(|| format!("no pod {namespace}/{name} on {}", self.name))?;
         let pod = self.pods.remove(index);
-        teardown::remove_pod(&self.cni, &pod, &mut self.servers)
-    }
-
-    /// Starts `weir-probe serve --name <name>` in pod `pod` on `0.0.0.0:<port>`.
-    pub fn serve(&mut self, pod: &str, name: &str, port: u16) -> Result<()> {
-        let listen = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port);
-        let log = self.run_dir.join(format!("logs/serve-{pod}-{port}.log"));
-        let pod = self.pod(pod)?;
-        let server = Server::start(
-            &self.bins.probe,
-            &pod.netns.path(),
-            pod.cgroup.path(),
-            name,
-            listen,
-            &log,
-        )?;
-        let pod_name = pod.name.clone();
-        self.servers.push((pod_name, server));
-        Ok(())
-    }
-
-    /// `count` fresh connections from pod `pod` to `target`, one attempt each.
-    pub fn connect(&self, pod: &str, target: SocketAddrV4, count: u32, timeout: Duration) -> Result<Replies> {
-        let pod = self.pod(pod)?;
-        probe::connect(
-            &self.bins.probe,
-            &pod.netns.path(),
-            pod.cgroup.path(),
-            target,
-            count,
-            timeout,
-        )
-    }
-
-    /// Starts the agent on the manifest directory and waits for its first
-    /// reconcile.
-    pub fn start_agent(&mut self) -> Result<AgentStatus> {
-        if self.agent.as_mut().is_some_and(Agent::is_running) {
-            bail!("the agent of {} is already running", self.tag);
-        }
-        let paths = AgentPaths {
-            manifests: self.manifests.path().to_owned(),
-            bpffs: self.bpffs.path().to_owned(),
-            attach_cgroup: self.cgroup.path().to_owned(),
-            status: self.run_dir.join("agent-status.json"),
-            log: self.run_dir.join("logs/agent.log"),
-        };
-        // A status file of an earlier agent would look like this one's progress.
-        let _ = std::fs::remove_file(&paths.status);
-        let agent_cgroup = Cgroup::existing(self.cgroup.path().join(AGENT_CGROUP));
-        let agent = self.agent.insert(Agent::start(
-            &self.bins.agent,
-            &self.netns.path(),
-            paths,
-            &agent_cgroup,
-        )?);
-        agent.wait_for_generation(1, AGENT_TIMEOUT)
-    }
-
-    /// Waits until the agent has reconciled at least `generation` times.
-    pub fn wait_for_generation(&mut self, generation: u64) -> Result<AgentStatus> {
-        self.agent
-            .as_mut()
-            .context("the agent is not running")?
-            .wait_for_generation(generation, AGENT_TIMEOUT)
-    }
-
-    /// Waits until the agent's status satisfies `done` (`what` describes it).
-    pub fn wait_for_status(
-        &mut self,
-        what: &str,
-        done: impl Fn(&AgentStatus) -> bool,
-    ) -> Result<AgentStatus> {
-        self.agent
-            .as_mut()
-            .context("the agent is not running")?
-            .wait_for_status(what, AGENT_TIMEOUT, done)
-    }
-
-    /// The agent's last status, if it wrote one.
-    #[must_use]
-    pub fn agent_status(&self) -> Option<AgentStatus> {
-        self.agent.as_ref().and_then(Agent::status)
-    }
-
-    /// Stops the agent (SIGTERM; SIGKILL after a grace period).
-    pub fn stop_agent(&mut self) -> Result<ExitStatus> {
-        self.agent.as_mut().context("the agent was never started")?.stop()
-    }
-
-    /// The agent's log, framed for a failure message (empty if never started).
-    #[must_use]
-    pub fn agent_log(&self) -> String {
-        self.agent.as_ref().map(Agent::log_excerpt).unwrap_or_default()
+        pod.remove(self.cni.as_ref(), &mut self.servers)
     }
 
     /// Unwraps `result` or panics with the error: the way privileged tests fail.
@@ -358,7 +306,7 @@ impl Node {
     pub fn expect<T>(&self, result: Result<T>, what: &str) -> T {
         match result {
             Ok(value) => value,
-            Err(err) => panic!("{what} (node {}): {err:#}", self.tag),
+            Err(err) => panic!("{what} (node {}, {}): {err:#}", self.name, self.naming),
         }
     }
 
@@ -369,7 +317,7 @@ impl Node {
         teardown::diagnostics(self)
     }
 
-    /// Stops every process and removes everything the run created. Idempotent;
+    /// Stops every process and removes everything the node created. Idempotent;
     /// reports every step that failed, after trying all of them.
     pub fn teardown(&mut self) -> Result<()> {
         teardown::teardown(self)
@@ -378,6 +326,10 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // The persistent lab lives on after the process that built it.
+        if self.naming.is_persistent() || self.torn_down {
+            return;
+        }
         // `eprintln!` would panic if stderr is a closed pipe, and a panic during
         // an unwind aborts before teardown: write and ignore errors instead.
         let mut stderr = std::io::stderr();
@@ -386,20 +338,11 @@ impl Drop for Node {
             let _ = writeln!(stderr, "{}", self.diagnostics());
         }
         if let Err(err) = self.teardown() {
-            let _ = writeln!(stderr, "teardown of {} incomplete: {err:#}", self.tag);
-        }
-    }
-}
-
-/// Creates the run's work directory. Retried because a finishing run removes the
-/// shared root when it looks empty, which can race with creating ours in it.
-fn create_run_dir(run_dir: &Path) -> Result<()> {
-    let logs = run_dir.join("logs");
-    let mut attempt = 0;
-    loop {
-        match std::fs::create_dir_all(&logs) {
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound && attempt < 3 => attempt += 1,
-            result => return result.with_context(|| format!("creating {}", logs.display())),
+            let _ = writeln!(
+                stderr,
+                "teardown of {} ({}) incomplete: {err:#}",
+                self.name, self.naming
+            );
         }
     }
 }

@@ -1,24 +1,72 @@
-//! `weir-probe` servers and clients inside pods.
+//! `weir-probe` servers and clients inside pods, nodes and the external client.
 //!
-//! A server answers every connection with its name, so a client learns which
-//! backend a connection reached without any parsing of HTTP or logs. Both run in a
-//! pod's netns and cgroup, so the client's `connect()` is the one the agent's
-//! `connect4` program sees.
+//! A server answers every connection (or UDP datagram) with its name and the
+//! source address it saw, so a client learns which backend a connection
+//! reached — and whether anything rewrote its source on the way — without any
+//! parsing of HTTP or logs. Both run in a netns and cgroup of their own (a
+//! pod's, say), so the client's `connect()` is the one the agent's socket-LB
+//! programs see.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddrV4;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use serde::Deserialize;
 
 use crate::cmd;
 
-/// Prefix of a failed attempt's line in `weir-probe connect` output.
+/// Prefix of a failed attempt's line in `weir-probe connect` text output.
 pub const ERROR_PREFIX: &str = "error: ";
+
+/// Transport of a probe or a server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// TCP: one connection per attempt.
+    #[default]
+    Tcp,
+    /// UDP: one connected socket and one datagram per attempt.
+    Udp,
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `pad`, so tables can give it a width.
+        f.pad(match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        })
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = anyhow::Error;
+
+    /// `tcp`/`udp` in any case (Kubernetes writes `TCP`, people write `tcp`).
+    fn from_str(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            _ => bail!("protocol {text:?} is not supported (TCP or UDP)"),
+        }
+    }
+}
+
+/// Where a process runs: a netns, and the cgroup it joins first (socket-LB
+/// applies to processes below a cgroup the agent attached to).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Place {
+    /// The netns file (`/run/netns/NAME`).
+    pub netns: PathBuf,
+    /// Cgroup directory to join, if any.
+    pub cgroup: Option<PathBuf>,
+}
 
 /// A running `weir-probe serve`.
 #[derive(Debug)]
@@ -27,11 +75,65 @@ pub struct Server {
     pub name: String,
     /// Where it listens.
     pub listen: SocketAddrV4,
+    /// What it listens for.
+    pub protocol: Protocol,
     child: Child,
 }
 
-/// One connection attempt: the name of the server that answered, or the error.
-pub type Attempt = std::result::Result<String, String>;
+/// A server's answer to one attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The name the server answers with (the pod's name, for the lab's pods).
+    pub name: String,
+    /// The source address the server saw (`None` from a server that does not
+    /// report it).
+    pub peer: Option<SocketAddrV4>,
+    /// The client socket's own address.
+    pub local: Option<SocketAddrV4>,
+    /// How long the attempt took, connect to answer.
+    pub elapsed: Duration,
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// `ECONNREFUSED`: a RST, or ICMP port unreachable for UDP.
+    Refused,
+    /// No answer within the attempt's limit.
+    Timeout,
+    /// No route, or ICMP host/net unreachable.
+    Unreachable,
+    /// The connection was reset after it was made.
+    Reset,
+    /// Anything else.
+    Other,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Reset => "reset",
+            FailureKind::Other => "failed",
+        })
+    }
+}
+
+/// A failed attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The class of failure.
+    pub kind: FailureKind,
+    /// The client's error message.
+    pub message: String,
+    /// How long the attempt took before it failed.
+    pub elapsed: Duration,
+}
+
+/// One attempt: the server's answer, or why there was none.
+pub type Attempt = std::result::Result<Answer, Failure>;
 
 /// The outcome of `weir-probe connect --count N`, one entry per attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,28 +142,34 @@ pub struct Replies {
     pub attempts: Vec<Attempt>,
 }
 
-/// A `weir-probe` command that joins `netns` and `cgroup` before doing anything.
-fn probe_command(probe: &Path, netns: &Path, cgroup: &Path) -> Command {
-    let mut command = Command::new(probe);
-    command.arg("--netns").arg(netns).arg("--cgroup").arg(cgroup);
+/// A `weir-probe` command that joins `place` before doing anything.
+fn probe_command(probe: &Path, place: &Place, detached: bool) -> std::process::Command {
+    let mut command = cmd::command(probe, detached);
+    command.arg("--netns").arg(&place.netns);
+    if let Some(cgroup) = &place.cgroup {
+        command.arg("--cgroup").arg(cgroup);
+    }
     command
 }
 
 impl Server {
     /// Starts a server and returns once it listens (it prints one line after
-    /// `bind` + `listen`, so no client can race it).
+    /// `bind`, so no client can race it). A `detached` server is in a session
+    /// of its own and outlives this process; its owner stops it with its
+    /// cgroup.
     pub fn start(
         probe: &Path,
-        netns: &Path,
-        cgroup: &Path,
+        place: &Place,
         name: &str,
-        listen: SocketAddrV4,
+        (listen, protocol): (SocketAddrV4, Protocol),
         log: &Path,
+        detached: bool,
     ) -> Result<Self> {
         let log_file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let mut command = probe_command(probe, netns, cgroup);
+        let mut command = probe_command(probe, place, detached);
         command
             .args(["serve", "--name", name, "--listen", &listen.to_string()])
+            .args((protocol == Protocol::Udp).then_some("--udp"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
@@ -79,6 +187,7 @@ impl Server {
         Ok(Server {
             name: name.to_owned(),
             listen,
+            protocol,
             child,
         })
     }
@@ -93,33 +202,28 @@ impl Server {
     }
 }
 
-/// Runs `weir-probe connect target --count count` from inside a pod and returns
-/// every attempt. Failed attempts are data, not errors: only a probe that could
-/// not run at all is an error.
+/// Runs `weir-probe connect` from `place` to `target` and returns every
+/// attempt. Failed attempts are data, not errors: only a probe that could not
+/// run at all is an error.
 pub fn connect(
     probe: &Path,
-    netns: &Path,
-    cgroup: &Path,
-    target: SocketAddrV4,
+    place: &Place,
+    (target, protocol): (SocketAddrV4, Protocol),
     count: u32,
     timeout: Duration,
 ) -> Result<Replies> {
-    let mut command = probe_command(probe, netns, cgroup);
+    let mut command = probe_command(probe, place, false);
     command
-        .args(["connect", &target.to_string()])
+        .args(["connect", &target.to_string(), "--json"])
+        .args((protocol == Protocol::Udp).then_some("--udp"))
         .args(["--count", &count.to_string()])
         .args(["--timeout-ms", &timeout.as_millis().to_string()]);
     let output = command
         .output()
         .with_context(|| format!("running `{}`", cmd::describe(&command)))?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let attempts: Vec<Attempt> = stdout
-        .lines()
-        .map(|line| match line.strip_prefix(ERROR_PREFIX) {
-            Some(error) => Err(error.to_owned()),
-            None => Ok(line.to_owned()),
-        })
-        .collect();
+    let attempts: Result<Vec<Attempt>> = stdout.lines().map(parse_attempt).collect();
+    let attempts = attempts.with_context(|| format!("output of `{}`", cmd::describe(&command)))?;
     if attempts.len() != count as usize {
         bail!(
             "`{}` printed {} lines for {count} attempts ({})\n  stdout: {}\n  stderr: {}",
@@ -133,23 +237,76 @@ pub fn connect(
     Ok(Replies { attempts })
 }
 
+/// One line of `weir-probe connect --json`.
+#[derive(Deserialize)]
+struct Line {
+    answer: Option<String>,
+    local: Option<String>,
+    error: Option<String>,
+    kind: Option<String>,
+    micros: u64,
+}
+
+/// Parses one `--json` line into an attempt.
+fn parse_attempt(text: &str) -> Result<Attempt> {
+    let line: Line = serde_json::from_str(text).with_context(|| format!("unexpected line {text:?}"))?;
+    let elapsed = Duration::from_micros(line.micros);
+    if let Some(answer) = line.answer {
+        let mut words = answer.split_whitespace();
+        let name = words.next().unwrap_or_default().to_owned();
+        let peer = words.next().and_then(|word| v4(word.parse().ok()?));
+        let local = line.local.and_then(|text| v4(text.parse().ok()?));
+        return Ok(Ok(Answer {
+            name,
+            peer,
+            local,
+            elapsed,
+        }));
+    }
+    let kind = match line.kind.as_deref() {
+        Some("refused") => FailureKind::Refused,
+        Some("timeout") => FailureKind::Timeout,
+        Some("unreachable") => FailureKind::Unreachable,
+        Some("reset") => FailureKind::Reset,
+        _ => FailureKind::Other,
+    };
+    Ok(Err(Failure {
+        kind,
+        message: line.error.unwrap_or_default(),
+        elapsed,
+    }))
+}
+
+/// The IPv4 form of a socket address (the topology is IPv4 only).
+fn v4(address: SocketAddr) -> Option<SocketAddrV4> {
+    match address {
+        SocketAddr::V4(address) => Some(address),
+        SocketAddr::V6(_) => None,
+    }
+}
+
 impl Replies {
     /// How many times each server answered.
     #[must_use]
     pub fn counts(&self) -> BTreeMap<&str, usize> {
         let mut counts = BTreeMap::new();
-        for name in self.attempts.iter().filter_map(|attempt| attempt.as_deref().ok()) {
-            *counts.entry(name).or_default() += 1;
+        for answer in self.answers() {
+            *counts.entry(answer.name.as_str()).or_default() += 1;
         }
         counts
     }
 
-    /// The errors of failed attempts.
+    /// The answers of successful attempts.
+    pub fn answers(&self) -> impl Iterator<Item = &Answer> {
+        self.attempts.iter().filter_map(|attempt| attempt.as_ref().ok())
+    }
+
+    /// The error messages of failed attempts.
     #[must_use]
     pub fn failures(&self) -> Vec<&str> {
         self.attempts
             .iter()
-            .filter_map(|attempt| attempt.as_ref().err().map(String::as_str))
+            .filter_map(|attempt| attempt.as_ref().err().map(|failure| failure.message.as_str()))
             .collect()
     }
 
@@ -163,5 +320,50 @@ impl Replies {
     #[must_use]
     pub fn none_answered(&self) -> bool {
         self.attempts.iter().all(Result::is_err)
+    }
+
+    /// The distinct source addresses (IP only) the servers saw.
+    #[must_use]
+    pub fn peer_ips(&self) -> Vec<std::net::Ipv4Addr> {
+        let mut ips: Vec<_> = self.answers().filter_map(|a| a.peer.map(|p| *p.ip())).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_and_failures_parse() {
+        let ok =
+            parse_attempt(r#"{"answer":"echo-a 10.244.1.5:40000","local":"10.244.1.5:40000","micros":310}"#)
+                .unwrap()
+                .unwrap();
+        assert_eq!(ok.name, "echo-a");
+        assert_eq!(ok.peer, Some("10.244.1.5:40000".parse().unwrap()));
+        assert_eq!(ok.local, ok.peer);
+        assert_eq!(ok.elapsed, Duration::from_micros(310));
+
+        // A server that only says its name still counts as an answer.
+        let old = parse_attempt(r#"{"answer":"echo-b","local":"10.244.1.5:1","micros":1}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((old.name.as_str(), old.peer), ("echo-b", None));
+
+        let failed = parse_attempt(r#"{"error":"connect: refused","kind":"refused","micros":40}"#)
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(failed.kind, FailureKind::Refused);
+        assert!(parse_attempt("echo-a").is_err());
+    }
+
+    #[test]
+    fn protocols_parse_in_any_case() {
+        assert_eq!("TCP".parse::<Protocol>().unwrap(), Protocol::Tcp);
+        assert_eq!("udp".parse::<Protocol>().unwrap(), Protocol::Udp);
+        assert!("SCTP".parse::<Protocol>().is_err());
     }
 }

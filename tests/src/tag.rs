@@ -20,6 +20,72 @@ pub const RUN_ROOT: &str = "/run/weir-test";
 /// Root of the cgroup v2 hierarchy on this machine (the other mounts are v1).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 
+/// Work directory of the persistent lab (`cargo xtask lab up`).
+pub const LAB_ROOT: &str = "/run/weir-lab";
+
+/// Stem of every netns and cgroup name of the persistent lab (`weir-lab-node-1`,
+/// cgroup `weir-lab`). It carries no owner pid, so [`RunTag::parse`] rejects it
+/// and the tests' dead-owner cleanup never touches a lab whose `up` has exited.
+pub const LAB_STEM: &str = "weir-lab";
+
+/// How the names of one topology are made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// Owned by a running process: names carry its [`RunTag`], and the
+    /// topology goes when the process ends (or with the next run's leftover
+    /// cleanup, if the process died).
+    Run(RunTag),
+    /// The persistent lab: fixed names, lives until `cargo xtask lab down`.
+    PersistentLab,
+}
+
+impl Naming {
+    /// What every name starts with: `weir-<tag>` or `weir-lab`.
+    #[must_use]
+    pub fn stem(&self) -> String {
+        match self {
+            Naming::Run(tag) => format!("{PREFIX}{tag}"),
+            Naming::PersistentLab => LAB_STEM.to_owned(),
+        }
+    }
+
+    /// Name of a netns: `<stem>-<what>`.
+    #[must_use]
+    pub fn netns_name(&self, what: &str) -> String {
+        format!("{}-{what}", self.stem())
+    }
+
+    /// The topology's cgroup: `/sys/fs/cgroup/unified/<stem>`.
+    #[must_use]
+    pub fn cgroup_dir(&self) -> PathBuf {
+        Path::new(CGROUP_ROOT).join(self.stem())
+    }
+
+    /// The topology's work directory.
+    #[must_use]
+    pub fn run_dir(&self) -> PathBuf {
+        match self {
+            Naming::Run(tag) => tag.run_dir(),
+            Naming::PersistentLab => PathBuf::from(LAB_ROOT),
+        }
+    }
+
+    /// Whether this is the persistent lab.
+    #[must_use]
+    pub fn is_persistent(&self) -> bool {
+        matches!(self, Naming::PersistentLab)
+    }
+}
+
+impl fmt::Display for Naming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Naming::Run(tag) => tag.fmt(f),
+            Naming::PersistentLab => f.write_str("lab"),
+        }
+    }
+}
+
 /// Who owns a run: tells the names of test topologies and lab topologies apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RunKind {
@@ -164,6 +230,18 @@ mod tests {
             seq: 0,
         };
         assert!(init.owner_alive());
+    }
+
+    #[test]
+    fn persistent_lab_names_are_not_tags() {
+        let lab = Naming::PersistentLab;
+        for name in [lab.netns_name("node-1"), lab.netns_name("fabric"), lab.stem()] {
+            assert_eq!(RunTag::parse(&name), None, "{name}");
+        }
+        assert_eq!(lab.cgroup_dir(), Path::new(CGROUP_ROOT).join("weir-lab"));
+        // A demo run's names differ from the persistent lab's right after the stem.
+        let demo = Naming::Run(RunTag::new(RunKind::Lab)).netns_name("node-1");
+        assert!(!demo.starts_with(&format!("{LAB_STEM}-")), "{demo}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Taking a [`Node`] apart, in the order the pieces depend on each other.
 //!
-//! 1. the agent first (SIGTERM), so its link and map writes stop before pods go;
+//! 1. the agent first (SIGTERM), so its link, route and map writes stop before
+//!    pods go — through its cgroup when an earlier process started it (the
+//!    persistent lab);
 //! 2. servers, then `cgroup.kill` for anything else still in the node cgroup;
 //! 3. `weir-cni DEL` per pod, newest first, while its netns still exists (a
 //!    runtime DELs before destroying the sandbox);
@@ -13,9 +15,9 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, anyhow};
 
-use crate::cni::Cni;
-use crate::node::{Node, Pod};
-use crate::probe::Server;
+use crate::agent::STOP_GRACE;
+use crate::cgroup::Cgroup;
+use crate::node::{AGENT_CGROUP, Node};
 use crate::tag::RUN_ROOT;
 
 /// Runs every teardown step of `node`; see the module docs.
@@ -31,8 +33,12 @@ pub(crate) fn teardown(node: &mut Node) -> Result<()> {
         }
     };
 
-    if let Some(agent) = node.agent.as_mut() {
-        record("stopping weir-agent", agent.stop().map(drop));
+    match node.agent.as_mut() {
+        Some(agent) => record("stopping weir-agent", agent.stop().map(drop)),
+        None => record(
+            "stopping weir-agent",
+            Cgroup::existing(node.cgroup.path().join(AGENT_CGROUP)).terminate_all(STOP_GRACE),
+        ),
     }
     for (_, server) in &mut node.servers {
         record("stopping a server", server.stop());
@@ -41,8 +47,8 @@ pub(crate) fn teardown(node: &mut Node) -> Result<()> {
     record("killing the node cgroup", node.cgroup.kill_all());
     while let Some(pod) = node.pods.pop() {
         record(
-            &format!("removing pod {}", pod.name),
-            remove_pod(&node.cni, &pod, &mut Vec::new()),
+            &format!("removing pod {}", pod.key()),
+            pod.remove(node.cni.as_ref(), &mut Vec::new()),
         );
     }
     for sandbox in node.sandboxes.drain(..) {
@@ -51,10 +57,12 @@ pub(crate) fn teardown(node: &mut Node) -> Result<()> {
     record("deleting the node netns", node.netns.delete());
     record("removing the node cgroup", node.cgroup.remove());
     record("unmounting bpffs", node.bpffs.unmount());
-    record("removing the work directory", remove_dir(&node.run_dir));
-    // The shared root goes with the last run; another run's directory in it
-    // makes this fail, which is fine.
-    let _ = std::fs::remove_dir(RUN_ROOT);
+    record("removing the work directory", remove_dir(&node.dir));
+    if node.standalone {
+        // The shared root goes with the last run; another run's directory in
+        // it makes this fail, which is fine.
+        let _ = std::fs::remove_dir(RUN_ROOT);
+    }
 
     if errors.is_empty() {
         Ok(())
@@ -63,28 +71,8 @@ pub(crate) fn teardown(node: &mut Node) -> Result<()> {
     }
 }
 
-/// Detaches and removes one pod: its servers, CNI DEL, netns, cgroup.
-pub(crate) fn remove_pod(cni: &Cni, pod: &Pod, servers: &mut Vec<(String, Server)>) -> Result<()> {
-    let mut result = Ok(());
-    servers.retain_mut(|(owner, server)| {
-        if *owner != pod.name {
-            return true;
-        }
-        if let Err(err) = server.stop() {
-            result = Err(err);
-        }
-        false
-    });
-    let del = cni.del(&pod.container_id, &pod.netns.path());
-    // Even after a failed DEL the sandbox goes, as with a runtime; the failure is
-    // still reported.
-    let netns = pod.netns.delete();
-    let cgroup = pod.cgroup.remove();
-    result.and(del).and(netns).and(cgroup)
-}
-
 /// `rm -r`, where missing is success.
-fn remove_dir(dir: &std::path::Path) -> Result<()> {
+pub(crate) fn remove_dir(dir: &std::path::Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(err) if err.kind() != std::io::ErrorKind::NotFound => Err(err.into()),
         _ => Ok(()),
@@ -94,12 +82,12 @@ fn remove_dir(dir: &std::path::Path) -> Result<()> {
 /// Everything worth reading when a test failed: agent status and log, server
 /// logs, links and routes of the node.
 pub(crate) fn diagnostics(node: &Node) -> String {
-    let mut text = format!("=== diagnostics of node {} ===\n", node.tag);
+    let mut text = format!("=== diagnostics of node {} ({}) ===\n", node.name, node.naming);
     let _ = writeln!(text, "agent status: {:?}", node.agent_status());
     if node.agent.is_some() {
         let _ = writeln!(text, "{}", node.agent_log());
     }
-    if let Ok(entries) = std::fs::read_dir(node.run_dir.join("logs")) {
+    if let Ok(entries) = std::fs::read_dir(node.dir.join("logs")) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let contents = std::fs::read_to_string(entry.path()).unwrap_or_default();

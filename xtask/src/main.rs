@@ -1,5 +1,6 @@
 //! `cargo xtask`: build, lab and test orchestration for weir.
 
+mod bench;
 mod build;
 mod cmd;
 mod lab;
@@ -27,9 +28,19 @@ enum Task {
         #[arg(long)]
         release: bool,
     },
-    /// Build, then run the one-node lab: pods behind a node netns, a ClusterIP
-    /// answered by the eBPF datapath (root).
-    Lab,
+    /// The multi-node lab (root). Alone: build, bring up two nodes, apply
+    /// examples/lab, show a ClusterIP answered across nodes and pod-to-pod
+    /// reachability, tear down. With a subcommand: a lab that stays up.
+    Lab {
+        #[command(subcommand)]
+        command: Option<lab::Command>,
+    },
+    /// Build, then measure (root): CNI ADD latency and parallel ADDs.
+    Bench {
+        /// A short run (CI smoke).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build, then run unit tests and the privileged integration tests (root).
     Test {
         /// Only the unit tests (no root needed).
@@ -55,14 +66,20 @@ fn main() -> Result<()> {
             eprintln!("xtask: binaries in {}", built.bin_dir.display());
             Ok(())
         }
-        Task::Lab => {
+        Task::Bench { quick } => {
+            if !cmd::is_root() {
+                bail!("the benchmarks build network namespaces: run them as root (`sudo ./x bench`)");
+            }
+            let built = build::build(&root, build::Profile::Release)?;
+            bench::run(&root, &built.bin_dir, bench::Settings::new(quick))
+        }
+        Task::Lab { command } => {
             if !cmd::is_root() {
                 bail!(
                     "the lab builds network namespaces, cgroups and a bpffs: run it as root (`sudo ./x lab`)"
                 );
             }
-            let built = build::build(&root, build::Profile::Dev)?;
-            lab::run(&root, &built.bin_dir)
+            lab::run(&root, command)
         }
         Task::Test { unit, filter } => test::test(&root, unit, filter.as_deref()),
     }

@@ -4,8 +4,8 @@
 use std::net::SocketAddrV4;
 
 use crate::common::{
-    CLIENT, ECHO_PODS, ECHO_PORT, ECHO_TARGET_PORT, ECHO_VIP, Expect, TRIES_FOR_ALL, check_table,
-    copy_examples, echo_node, echo_node_with_agent,
+    CLIENT, ECHO_PODS, ECHO_PORT, ECHO_TARGET_PORT, ECHO_VIP, Expect, TRIES_FOR_ALL, check_table, echo_node,
+    echo_node_with_agent, write_echo_service,
 };
 
 const ECHO_ALL: &[&str] = &["echo-a", "echo-b", "echo-c"];
@@ -60,10 +60,10 @@ fn an_agent_without_manifests_rewrites_nothing_until_they_appear() {
     );
     check_table(&node, &[vip_row(&[], 5)]);
 
-    copy_examples(&node);
-    let loaded = node.wait_for_status("the example Service and its 3 backends", |status| {
+    write_echo_service(&node);
+    let loaded = node.wait_for_status("the echo Service and its 3 backends", |status| {
         status.frontends == 1 && status.backends == 3
     });
-    node.expect(loaded, "waiting for the agent to load examples/lab");
+    node.expect(loaded, "waiting for the agent to load the echo Service");
     check_table(&node, &[vip_row(ECHO_ALL, TRIES_FOR_ALL)]);
 }

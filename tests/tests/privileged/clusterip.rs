@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use weir_tests::ServiceSpec;
 
 use crate::common::{
-    CLIENT, ECHO_PODS, ECHO_PORT, ECHO_TARGET_PORT, ECHO_VIP, Expect, TRIES_FOR_ALL, check_table,
-    copy_examples, echo_node, echo_node_with_agent, echo_service,
+    CLIENT, ECHO_PODS, ECHO_PORT, ECHO_TARGET_PORT, ECHO_VIP, Expect, TRIES_FOR_ALL, check_table, echo_node,
+    echo_node_with_agent, echo_service, write_echo_service,
 };
 
 const ECHO_ALL: &[&str] = &["echo-a", "echo-b", "echo-c"];
@@ -38,7 +38,7 @@ fn clusterip_reaches_all_and_only_its_own_backends() {
         target_port: ECHO_TARGET_PORT,
         endpoints: vec![("other-a".to_owned(), other_ip)],
     };
-    copy_examples(&node);
+    write_echo_service(&node);
     node.expect(
         node.manifests().write_service(&other),
         "writing the other Service",
@@ -93,7 +93,7 @@ fn backend_removed_from_the_endpointslice_gets_no_new_connections() {
     let without_c = echo_service(&ECHO_PODS[..2]);
     let written = node
         .manifests()
-        .write("endpointslice.yaml", &without_c.endpointslice_yaml());
+        .write(&without_c.endpointslice_file(), &without_c.endpointslice_yaml());
     node.expect(written, "rewriting the EndpointSlice");
     let waited = node.wait_for_generation(before.generation + 1);
     let after = node.expect(waited, "waiting for the agent to reconcile the new slice");
@@ -134,7 +134,7 @@ fn ports_and_addresses_no_service_declares_are_not_rewritten() {
         let served = node.serve(pod, &format!("{pod}:81"), 81);
         node.expect(served, "starting a port-81 server");
     }
-    copy_examples(&node);
+    write_echo_service(&node);
     let started = node.start_agent();
     node.expect(started, "starting weir-agent");
 

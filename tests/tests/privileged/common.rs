@@ -5,19 +5,19 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use weir_tests::{Binaries, Node, Replies, RunKind, ServiceSpec};
+use weir_tests::{Binaries, Cluster, ClusterConfig, Node, Protocol, Replies, RunKind, ServiceSpec};
 
-/// The example Service's ClusterIP (examples/lab/service.yaml).
+/// The echo Service's ClusterIP (as in examples/lab/service.yaml).
 pub const ECHO_VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
-/// The example Service's port.
+/// The echo Service's port.
 pub const ECHO_PORT: u16 = 80;
 
 /// Where the echo pods listen (the Service's targetPort).
 pub const ECHO_TARGET_PORT: u16 = 8080;
 
-/// The example backends, in creation order, with the addresses the example
-/// EndpointSlice expects `weir-cni` to hand out.
+/// The one-node backends, in creation order, with the addresses `weir-cni`
+/// hands out from a fresh store (the EndpointSlice lists them).
 pub const ECHO_PODS: [(&str, Ipv4Addr); 3] = [
     ("echo-a", Ipv4Addr::new(10, 244, 1, 2)),
     ("echo-b", Ipv4Addr::new(10, 244, 1, 3)),
@@ -45,6 +45,16 @@ pub fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/lab")
 }
 
+/// A cluster of `nodes` nodes with their agents (conflists written, routes in).
+pub fn cluster(nodes: usize) -> Cluster {
+    let config = ClusterConfig {
+        nodes,
+        ..ClusterConfig::default()
+    };
+    Cluster::new(binaries(), RunKind::Test, config)
+        .unwrap_or_else(|err| panic!("building a cluster: {err:#}"))
+}
+
 /// An empty node (netns, cgroup, bpffs).
 pub fn empty_node() -> Node {
     Node::new(binaries(), RunKind::Test).unwrap_or_else(|err| panic!("building a node: {err:#}"))
@@ -60,7 +70,7 @@ pub fn echo_node() -> Node {
         let pod = node.expect(added, "adding an echo pod");
         assert_eq!(
             pod, expected_ip,
-            "weir-cni gave {name} {pod}, but examples/lab/endpointslice.yaml expects {expected_ip}"
+            "weir-cni gave {name} {pod}, but the echo EndpointSlice expects {expected_ip}"
         );
         let served = node.serve(name, name, ECHO_TARGET_PORT);
         node.expect(served, "starting an echo server");
@@ -70,35 +80,31 @@ pub fn echo_node() -> Node {
     node
 }
 
-/// Copies examples/lab into the agent's manifest directory.
-pub fn copy_examples(node: &Node) {
-    let copied = node.expect(
-        node.manifests().copy_from(&examples_dir()),
-        "copying examples/lab",
-    );
-    assert_eq!(
-        copied,
-        ["endpointslice.yaml", "service.yaml"],
-        "examples/lab changed"
+/// Writes the echo Service and its EndpointSlice (all three backends) into
+/// the agent's manifest directory.
+pub fn write_echo_service(node: &Node) {
+    node.expect(
+        node.manifests().write_service(&echo_service(&ECHO_PODS)),
+        "writing the echo Service",
     );
 }
 
-/// [`echo_node`] with the agent running on the example manifests.
+/// [`echo_node`] with the agent running on the echo Service.
 pub fn echo_node_with_agent() -> Node {
     let mut node = echo_node();
-    copy_examples(&node);
+    write_echo_service(&node);
     let started = node.start_agent();
     let status = node.expect(started, "starting weir-agent");
     assert_eq!(
         (status.frontends, status.backends),
         (1, 3),
-        "agent status after loading examples/lab: {status:?}"
+        "agent status after loading the echo Service: {status:?}"
     );
     node
 }
 
-/// The example `echo` Service with only the given backends (same names and
-/// ports as examples/lab, so it can replace those files).
+/// The `echo` Service with only the given backends (same names and ports as
+/// [`write_echo_service`], so it can replace those files).
 pub fn echo_service(endpoints: &[(&str, Ipv4Addr)]) -> ServiceSpec {
     ServiceSpec {
         name: "echo".to_owned(),
@@ -169,5 +175,69 @@ pub fn check_table(node: &Node, rows: &[Expect<'_>]) {
         }
     }
     // The node's drop prints the agent's log after this panic.
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Node `name` of `cluster`, to change it.
+pub fn node_mut<'a>(cluster: &'a mut Cluster, name: &str) -> &'a mut Node {
+    cluster.node_mut(name).unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+/// One row of a cluster expectation table: from `from`, attempts to `to` are
+/// answered by exactly the servers in `answered_by` (all of them, and only
+/// them; empty: by nobody), and every server saw them come from `seen_from`
+/// (`None`: not checked) — the source address, kept or rewritten.
+pub struct Row<'a> {
+    /// Pod (`namespace/name`), node name or `external`.
+    pub from: &'a str,
+    /// Address and transport dialled.
+    pub to: (SocketAddrV4, Protocol),
+    /// Names of the servers that must answer; empty: every attempt must fail.
+    pub answered_by: &'a [&'a str],
+    /// The only source address the servers may have seen.
+    pub seen_from: Option<Ipv4Addr>,
+    /// Attempts to make.
+    pub tries: u32,
+}
+
+/// Checks every row, then panics listing every row that failed.
+pub fn check_rows(cluster: &Cluster, rows: &[Row<'_>]) {
+    let mut failures = Vec::new();
+    for row in rows {
+        let origin = cluster.expect(cluster.origin(row.from), "reading a row's origin");
+        let replies = cluster.probe(&origin, row.to, row.tries, ATTEMPT_TIMEOUT);
+        let replies = cluster.expect(replies, &format!("probing {:?} from {}", row.to, row.from));
+        let answered: BTreeSet<&str> = replies.counts().keys().copied().collect();
+        let expected: BTreeSet<&str> = row.answered_by.iter().copied().collect();
+        let mut ok = if expected.is_empty() {
+            replies.none_answered()
+        } else {
+            replies.all_answered() && answered == expected
+        };
+        if let Some(source) = row.seen_from {
+            ok &= replies.peer_ips().iter().all(|ip| *ip == source);
+        }
+        if !ok {
+            failures.push(format!(
+                "{} -> {}/{}: expected {} in {} tries{}, got answers {:?} seen from {:?}, failures {:?}",
+                row.from,
+                row.to.0,
+                row.to.1,
+                if expected.is_empty() {
+                    "no answer".to_owned()
+                } else {
+                    format!("exactly {expected:?}")
+                },
+                row.tries,
+                row.seen_from
+                    .map(|ip| format!(" seen from {ip}"))
+                    .unwrap_or_default(),
+                replies.counts(),
+                replies.peer_ips(),
+                replies.failures(),
+            ));
+        }
+    }
+    // The cluster's drop prints every agent's log after this panic.
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

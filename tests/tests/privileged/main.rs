@@ -7,8 +7,11 @@
 //! removes it — after a failure too, printing the agent's log first.
 
 mod agent_link;
+mod apply;
 mod clusterip;
 mod cni;
+mod cni_spec;
 mod common;
+mod crossnode;
 mod packet;
 mod tc_nat;
