@@ -19,7 +19,7 @@ use weir_agent::sync::{NodeOptions, Syncer};
 /// (the files you would `kubectl apply`) and follows changes to it.
 ///
 /// Example:
-///   weir-agent --manifests ./examples/lab --bpffs /sys/fs/bpf/weir \
+///   weir-agent --manifests ./manifests --bpffs /sys/fs/bpf/weir \
 ///       --cgroup /sys/fs/cgroup/unified/weir
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]

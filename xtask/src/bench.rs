@@ -160,7 +160,7 @@ fn machine() -> serde_json::Value {
         .to_owned();
     serde_json::json!({
         "kernel": kernel.trim(),
-        "cpus": std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1),
+        "cpus": std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
         "cpu": cpu,
     })
 }
