@@ -14,4 +14,5 @@ mod cni_spec;
 mod common;
 mod crossnode;
 mod packet;
+mod services;
 mod tc_nat;

@@ -1,0 +1,199 @@
+//! Service rows on two nodes, in the style of kube-proxy's packet-flow
+//! tests: who dials what, which backends may answer, and the source address
+//! they must see. NodePort (SNAT to a remote backend; externalTrafficPolicy
+//! Local keeping the client and refusing on a node without endpoints, with
+//! its health check), DNS-style UDP through the socket hooks, and refusal of
+//! a Service without endpoints.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::Command;
+
+use weir_tests::kube;
+use weir_tests::{Cluster, EXTERNAL_ADDRESS, Protocol, node_address};
+
+use crate::common::{Row, TRIES_FOR_ALL, check_rows, cluster};
+
+const OBJECTS: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: w1, labels: {app: web, tier: one}}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 5353, protocol: UDP}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: w2, labels: {app: web}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 5353, protocol: UDP}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: x}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: remote-only}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.30
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local-only}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.31
+  externalTrafficPolicy: Local
+  healthCheckNodePort: 32001
+  selector: {tier: one}
+  ports: [{port: 80, targetPort: 8080, nodePort: 30081}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns}
+spec:
+  clusterIP: 10.96.0.53
+  selector: {app: web}
+  ports: [{name: dns, port: 53, protocol: UDP, targetPort: dns}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty}
+spec:
+  clusterIP: 10.96.0.99
+  selector: {app: nothing}
+  ports: [{port: 80}]
+";
+
+fn tcp(ip: Ipv4Addr, port: u16) -> (SocketAddrV4, Protocol) {
+    (SocketAddrV4::new(ip, port), Protocol::Tcp)
+}
+
+/// The HTTP status the external client gets from `url`.
+fn http_status(cluster: &Cluster, url: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", cluster.external_netns().path().display()))
+        .args([
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-m",
+            "3",
+            "-w",
+            "%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("running curl in the external netns");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn node_ports_udp_dns_and_empty_services_behave_as_kube_proxy() {
+    let mut cluster = cluster(2);
+    let objects = kube::parse_documents(OBJECTS).unwrap_or_else(|e| panic!("test YAML: {e:#}"));
+    let applied = cluster.apply(objects);
+    cluster.expect(applied, "applying the objects");
+    // 4 Services: remote-only 2 frontends (ClusterIP + NodePort), local-only 2,
+    // dns 1, empty 1 = 6 frontends on every node.
+    let loaded = cluster.wait_for_agents("6 frontends", |_, status| {
+        status.frontends == 6 && status.backends >= 3
+    });
+    cluster.expect(loaded, "waiting for the agents");
+    let client = cluster.expect(cluster.pod("default/client").map(|p| p.ip), "the client");
+    let (node1, node2) = (node_address(1), node_address(2));
+
+    check_rows(
+        &cluster,
+        &[
+            // ETP Cluster on node-1: w2 lives on node-2, so the connection is
+            // SNATed to node-1 and w2 sees node-1's address...
+            Row {
+                from: "external",
+                to: tcp(node1, 30080),
+                answered_by: &["w1", "w2"],
+                seen_from: None,
+                tries: TRIES_FOR_ALL,
+            },
+            // ETP Local: node-1 has w1 and keeps the client's address.
+            Row {
+                from: "external",
+                to: tcp(node1, 30081),
+                answered_by: &["w1"],
+                seen_from: Some(EXTERNAL_ADDRESS),
+                tries: 10,
+            },
+            // ...node-2 has no endpoint of local-only: no traffic there.
+            Row {
+                from: "external",
+                to: tcp(node2, 30081),
+                answered_by: &[],
+                seen_from: None,
+                tries: 3,
+            },
+            // DNS-style UDP on port 53 from a pod, answered through the
+            // socket hooks (recvmsg4 gives the reply the VIP's address).
+            Row {
+                from: "default/client",
+                to: (SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 53), 53), Protocol::Udp),
+                answered_by: &["w1", "w2"],
+                seen_from: Some(client),
+                tries: TRIES_FOR_ALL,
+            },
+            // A Service without endpoints refuses at once.
+            Row {
+                from: "default/client",
+                to: tcp(Ipv4Addr::new(10, 96, 0, 99), 80),
+                answered_by: &[],
+                seen_from: None,
+                tries: 3,
+            },
+            // Another node's NodePort dialled from a pod is served by that node,
+            // as with kube-proxy (socket-LB translates this node's own
+            // addresses only): its local backend sees the pod, the remote one
+            // that node.
+            Row {
+                from: "default/client",
+                to: tcp(node2, 30080),
+                answered_by: &["w1", "w2"],
+                seen_from: None,
+                tries: TRIES_FOR_ALL,
+            },
+        ],
+    );
+
+    // Which source each backend saw through node-1's NodePort (ETP Cluster):
+    // the local one the client, the remote one node-1.
+    let origin = cluster.expect(cluster.origin("external"), "external");
+    let replies = cluster.expect(
+        cluster.probe(
+            &origin,
+            tcp(node1, 30080),
+            TRIES_FOR_ALL,
+            std::time::Duration::from_secs(2),
+        ),
+        "probing",
+    );
+    for answer in replies.answers() {
+        let expected = if answer.name == "w1" {
+            EXTERNAL_ADDRESS
+        } else {
+            node1
+        };
+        let seen = answer.peer.map(|p| *p.ip());
+        assert_eq!(seen, Some(expected), "{} saw {:?}", answer.name, answer.peer);
+    }
+
+    // The health check of local-only: 200 where it has an endpoint, 503 elsewhere.
+    assert_eq!(http_status(&cluster, &format!("http://{node1}:32001/")), "200");
+    assert_eq!(http_status(&cluster, &format!("http://{node2}:32001/")), "503");
+}
