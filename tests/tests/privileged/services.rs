@@ -197,3 +197,62 @@ fn node_ports_udp_dns_and_empty_services_behave_as_kube_proxy() {
     assert_eq!(http_status(&cluster, &format!("http://{node1}:32001/")), "200");
     assert_eq!(http_status(&cluster, &format!("http://{node2}:32001/")), "503");
 }
+
+const STICKY: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: s1, labels: {app: sticky}}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: s2, labels: {app: sticky}}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: x}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: sticky}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
+  ports: [{port: 80, targetPort: http}]
+";
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn client_ip_affinity_keeps_a_client_on_one_backend() {
+    let mut cluster = cluster(2);
+    let objects = kube::parse_documents(STICKY).unwrap_or_else(|e| panic!("test YAML: {e:#}"));
+    let applied = cluster.apply(objects);
+    cluster.expect(applied, "applying the objects");
+    let loaded = cluster.wait_for_agents("the sticky Service", |_, status| {
+        status.frontends == 1 && status.backends == 2
+    });
+    cluster.expect(loaded, "waiting for the agents");
+    for from in ["default/a", "node-1", "node-2"] {
+        let origin = cluster.expect(cluster.origin(from), "origin");
+        let vip = tcp(Ipv4Addr::new(10, 96, 0, 40), 80);
+        let replies = cluster.probe(&origin, vip, 20, std::time::Duration::from_secs(2));
+        let replies = cluster.expect(replies, "probing the sticky Service");
+        assert!(replies.all_answered(), "{from}: {:?}", replies.failures());
+        assert_eq!(
+            replies.counts().len(),
+            1,
+            "{from} must stick to one backend: {:?}",
+            replies.counts()
+        );
+    }
+}
