@@ -42,6 +42,7 @@ spec:
   type: NodePort
   clusterIP: 10.96.0.30
   selector: {app: web}
+  externalIPs: [203.0.113.10]
   ports: [{name: http, port: 80, targetPort: http, nodePort: 30080}]
 ---
 apiVersion: v1
@@ -103,14 +104,20 @@ fn node_ports_udp_dns_and_empty_services_behave_as_kube_proxy() {
     let objects = kube::parse_documents(OBJECTS).unwrap_or_else(|e| panic!("test YAML: {e:#}"));
     let applied = cluster.apply(objects);
     cluster.expect(applied, "applying the objects");
-    // 4 Services: remote-only 2 frontends (ClusterIP + NodePort), local-only 2,
-    // dns 1, empty 1 = 6 frontends on every node.
-    let loaded = cluster.wait_for_agents("6 frontends", |_, status| {
-        status.frontends == 6 && status.backends >= 3
+    // 4 Services: remote-only 3 frontends (ClusterIP, NodePort, externalIP), local-only 2,
+    // dns 1, empty 1 = 7 frontends on every node.
+    let loaded = cluster.wait_for_agents("7 frontends", |_, status| {
+        status.frontends == 7 && status.backends >= 3
     });
     cluster.expect(loaded, "waiting for the agents");
     let client = cluster.expect(cluster.pod("default/client").map(|p| p.ip), "the client");
     let (node1, node2) = (node_address(1), node_address(2));
+    // The external client reaches the externalIP through node-1, as an
+    // upstream router would.
+    run_in(
+        &cluster.external_netns().path(),
+        &["ip", "route", "add", "203.0.113.10/32", "via", &node1.to_string()],
+    );
 
     check_rows(
         &cluster,
@@ -147,6 +154,22 @@ fn node_ports_udp_dns_and_empty_services_behave_as_kube_proxy() {
                 to: (SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 53), 53), Protocol::Udp),
                 answered_by: &["w1", "w2"],
                 seen_from: Some(client),
+                tries: TRIES_FOR_ALL,
+            },
+            // The externalIP, entering at node-1.
+            Row {
+                from: "external",
+                to: tcp(Ipv4Addr::new(203, 0, 113, 10), 80),
+                answered_by: &["w1", "w2"],
+                seen_from: None,
+                tries: TRIES_FOR_ALL,
+            },
+            // UDP to a ClusterIP from the node itself.
+            Row {
+                from: "node-2",
+                to: (SocketAddrV4::new(Ipv4Addr::new(10, 96, 0, 53), 53), Protocol::Udp),
+                answered_by: &["w1", "w2"],
+                seen_from: Some(node2),
                 tries: TRIES_FOR_ALL,
             },
             // A Service without endpoints refuses at once.
@@ -196,6 +219,38 @@ fn node_ports_udp_dns_and_empty_services_behave_as_kube_proxy() {
     // The health check of local-only: 200 where it has an endpoint, 503 elsewhere.
     assert_eq!(http_status(&cluster, &format!("http://{node1}:32001/")), "200");
     assert_eq!(http_status(&cluster, &format!("http://{node2}:32001/")), "503");
+
+    // All of it without a single iptables or nftables rule on any node.
+    for node in cluster.nodes() {
+        let netns = node.netns().path();
+        let iptables = run_in(&netns, &["iptables-save"]);
+        assert!(
+            !iptables.lines().any(|l| l.starts_with("-A")),
+            "{} has iptables rules:\n{iptables}",
+            node.name()
+        );
+        let nft = run_in(&netns, &["nft", "list", "ruleset"]);
+        assert!(
+            !nft.contains("chain"),
+            "{} has nftables chains:\n{nft}",
+            node.name()
+        );
+    }
+}
+
+/// Runs `argv` in the network namespace at `netns`; its stdout.
+fn run_in(netns: &std::path::Path, argv: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(argv)
+        .output()
+        .unwrap_or_else(|e| panic!("running {argv:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{argv:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 const STICKY: &str = "
