@@ -98,8 +98,9 @@ fn clusterip_from_node_1_reaches_backends_on_both_nodes() {
     let example = cluster.expect(example, "reading examples/lab");
     let applied = cluster.apply(example);
     cluster.expect(applied, "applying examples/lab");
+    // ClusterIP + NodePort on this node's address: two frontends.
     let loaded = cluster.wait_for_agents("the echo Service with 3 backends", |_, status| {
-        status.frontends == 1 && status.backends == 3
+        status.frontends == 2 && status.backends == 3
     });
     cluster.expect(loaded, "waiting for the agents");
     let nodes: Vec<&str> = ["demo/echo-a", "demo/echo-b", "demo/echo-c", "demo/client"]

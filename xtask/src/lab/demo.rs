@@ -199,7 +199,58 @@ fn run_on(
     check()?;
     report_requests(cluster, example, &replies, client_ip)?;
     check()?;
+    report_node_port(cluster)?;
+    check()?;
     reachability(cluster, example)
+}
+
+/// The example Service's nodePort (examples/lab/service.yaml).
+const DEMO_NODE_PORT: u16 = 30080;
+
+/// The external client dials the NodePort on node-1: a backend on node-1 sees
+/// the client's own address; one on node-2 sees node-1, which SNATed the
+/// connection so the reply comes back through it (externalTrafficPolicy
+/// Cluster, as with kube-proxy).
+fn report_node_port(cluster: &Cluster) -> Result<()> {
+    let node = &cluster.nodes()[0];
+    let node_ip = node.address().context("node-1 has no address")?;
+    let target = std::net::SocketAddrV4::new(node_ip, DEMO_NODE_PORT);
+    println!(
+        "  external ({EXTERNAL_ADDRESS}) → {target}  (NodePort of the same Service on {})\n",
+        node.name()
+    );
+    println!("      #  answered by      on node   backend saw the client as");
+    println!("    ---  ---------------  --------  -------------------------");
+    let replies = cluster.probe(&Origin::External, (target, Protocol::Tcp), 6, REQUEST_TIMEOUT)?;
+    for (index, attempt) in replies.attempts.iter().enumerate() {
+        match attempt {
+            Ok(answer) => {
+                let (server, on) = server_of(cluster, answer);
+                let seen = answer
+                    .peer
+                    .map_or_else(|| "?".to_owned(), |peer| peer.to_string());
+                let why = match answer.peer.map(|p| *p.ip()) {
+                    Some(ip) if ip == EXTERNAL_ADDRESS => "client kept (local backend)",
+                    Some(ip) if ip == node_ip => "SNAT to the node (backend on another node)",
+                    _ => "",
+                };
+                println!("    {:>3}  {server:<15}  {on:<8}  {seen:<21}  {why}", index + 1);
+            }
+            Err(failure) => println!(
+                "    {:>3}  ✗ {:<13}  {}",
+                index + 1,
+                failure.kind,
+                failure.message
+            ),
+        }
+    }
+    println!();
+    ensure!(
+        replies.all_answered(),
+        "the NodePort did not answer every request: {:?}",
+        replies.failures()
+    );
+    Ok(())
 }
 
 /// The requests' table and histogram; fails unless backends on every node
