@@ -219,9 +219,30 @@ fn report_node_port(cluster: &Cluster) -> Result<()> {
         "  external ({EXTERNAL_ADDRESS}) → {target}  (NodePort of the same Service on {})\n",
         node.name()
     );
+    let replies = cluster.probe(&Origin::External, (target, Protocol::Tcp), 6, REQUEST_TIMEOUT)?;
+    print_attempts(cluster, &replies, |peer| match peer {
+        Some(ip) if ip == EXTERNAL_ADDRESS => "client kept (local backend)",
+        Some(ip) if ip == node_ip => "SNAT to the node (backend on another node)",
+        _ => "",
+    });
+    ensure!(
+        replies.all_answered(),
+        "the NodePort did not answer every request: {:?}",
+        replies.failures()
+    );
+    Ok(())
+}
+
+/// Prints one row per attempt: who answered, on which node, the address it
+/// saw (with `note` about that address). Returns answers per node.
+fn print_attempts(
+    cluster: &Cluster,
+    replies: &Replies,
+    note: impl Fn(Option<Ipv4Addr>) -> &'static str,
+) -> BTreeMap<String, usize> {
     println!("      #  answered by      on node   backend saw the client as");
     println!("    ---  ---------------  --------  -------------------------");
-    let replies = cluster.probe(&Origin::External, (target, Protocol::Tcp), 6, REQUEST_TIMEOUT)?;
+    let mut nodes_answering = BTreeMap::new();
     for (index, attempt) in replies.attempts.iter().enumerate() {
         match attempt {
             Ok(answer) => {
@@ -229,12 +250,10 @@ fn report_node_port(cluster: &Cluster) -> Result<()> {
                 let seen = answer
                     .peer
                     .map_or_else(|| "?".to_owned(), |peer| peer.to_string());
-                let why = match answer.peer.map(|p| *p.ip()) {
-                    Some(ip) if ip == EXTERNAL_ADDRESS => "client kept (local backend)",
-                    Some(ip) if ip == node_ip => "SNAT to the node (backend on another node)",
-                    _ => "",
-                };
-                println!("    {:>3}  {server:<15}  {on:<8}  {seen:<21}  {why}", index + 1);
+                let why = note(answer.peer.map(|p| *p.ip()));
+                let row = format!("    {:>3}  {server:<15}  {on:<8}  {seen:<21}  {why}", index + 1);
+                println!("{}", row.trim_end());
+                *nodes_answering.entry(on.clone()).or_insert(0) += 1;
             }
             Err(failure) => println!(
                 "    {:>3}  ✗ {:<13}  {}",
@@ -245,12 +264,7 @@ fn report_node_port(cluster: &Cluster) -> Result<()> {
         }
     }
     println!();
-    ensure!(
-        replies.all_answered(),
-        "the NodePort did not answer every request: {:?}",
-        replies.failures()
-    );
-    Ok(())
+    nodes_answering
 }
 
 /// The requests' table and histogram; fails unless backends on every node
@@ -261,27 +275,7 @@ fn report_requests(
     replies: &Replies,
     client_ip: Ipv4Addr,
 ) -> Result<()> {
-    println!("      #  answered by      on node   backend saw the client as");
-    println!("    ---  ---------------  --------  -------------------------");
-    let mut nodes_answering = BTreeMap::new();
-    for (index, attempt) in replies.attempts.iter().enumerate() {
-        match attempt {
-            Ok(answer) => {
-                let (server, node) = server_of(cluster, answer);
-                let seen = answer
-                    .peer
-                    .map_or_else(|| "?".to_owned(), |peer| peer.to_string());
-                println!("    {:>3}  {server:<15}  {node:<8}  {seen}", index + 1);
-                *nodes_answering.entry(node).or_insert(0) += 1;
-            }
-            Err(failure) => println!(
-                "    {:>3}  ✗ {:<13}  {}",
-                index + 1,
-                failure.kind,
-                failure.message
-            ),
-        }
-    }
+    let nodes_answering = print_attempts(cluster, replies, |_| "");
     println!();
     let counts = replies.counts();
     for (key, _) in &example.backends {
