@@ -311,3 +311,87 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
         );
     }
 }
+
+const DRAINING: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: t1}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: t2}
+spec:
+  nodeName: node-2
+  containers: [{name: c, image: x, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec:
+  nodeName: node-1
+  containers: [{name: c, image: x}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: draining}
+spec:
+  clusterIP: 10.96.0.41
+  ports: [{name: http, port: 80}]
+";
+
+/// The EndpointSlice of `draining`, as the controller writes it while both
+/// pods shut down: t1 still serving, t2 not any more.
+fn draining_slice(t1: Ipv4Addr, t2: Ipv4Addr) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: draining-1, labels: {{kubernetes.io/service-name: draining}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\n\
+         endpoints:\n\
+         - {{addresses: ['{t1}'], nodeName: node-1, conditions: {{ready: false, serving: true, terminating: true}}}}\n\
+         - {{addresses: ['{t2}'], nodeName: node-2, conditions: {{ready: false, serving: false, terminating: true}}}}\n"
+    )
+}
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn with_no_ready_endpoint_serving_terminating_ones_answer() {
+    let mut cluster = cluster(2);
+    let objects = kube::parse_documents(DRAINING).unwrap_or_else(|e| panic!("test YAML: {e:#}"));
+    let applied = cluster.apply(objects);
+    cluster.expect(applied, "applying the pods and Service");
+    let t1 = cluster.expect(cluster.pod("default/t1").map(|p| p.ip), "t1");
+    let t2 = cluster.expect(cluster.pod("default/t2").map(|p| p.ip), "t2");
+    let slice =
+        kube::parse_documents(&draining_slice(t1, t2)).unwrap_or_else(|e| panic!("slice YAML: {e:#}"));
+    let applied = cluster.apply(slice);
+    cluster.expect(applied, "applying the EndpointSlice");
+    let loaded = cluster.wait_for_agents("the draining Service", |_, status| {
+        status.frontends == 1 && status.backends == 1
+    });
+    cluster.expect(loaded, "waiting for the agents");
+    let vip = tcp(Ipv4Addr::new(10, 96, 0, 41), 80);
+    check_rows(
+        &cluster,
+        &[
+            // KEP-1669: no endpoint is ready, so the serving+terminating one
+            // takes new connections; the one no longer serving gets none.
+            Row {
+                from: "default/a",
+                to: vip,
+                answered_by: &["t1"],
+                seen_from: None,
+                tries: 20,
+            },
+            Row {
+                from: "node-2",
+                to: vip,
+                answered_by: &["t1"],
+                seen_from: None,
+                tries: 20,
+            },
+        ],
+    );
+}
