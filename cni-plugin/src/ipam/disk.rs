@@ -105,6 +105,26 @@ impl DiskStore {
         Ok(allocations)
     }
 
+    /// Under the lock, removes every allocation whose owner `doomed` picks;
+    /// returns the addresses freed.
+    fn remove_where(&self, doomed: impl Fn(Option<&Owner>) -> bool) -> Result<Vec<Ipv4Addr>> {
+        let _lock = self.lock()?;
+        let mut released = Vec::new();
+        for (ip, held_by) in self.allocations()? {
+            if !doomed(held_by.as_ref()) {
+                continue;
+            }
+            let path = self.dir.join(ip.to_string());
+            match fs::remove_file(&path) {
+                Ok(()) => released.push(ip),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Self::io("remove", &path)(e)),
+            }
+        }
+        released.sort_unstable();
+        Ok(released)
+    }
+
     /// Creates the file for `ip`; `Ok(false)` if someone holds it already.
     fn reserve(&self, ip: Ipv4Addr, owner: &Owner) -> Result<bool> {
         let path = self.dir.join(ip.to_string());
@@ -187,21 +207,7 @@ impl Store for DiskStore {
         }
         // Under the lock: an ADD between creating its file and writing its
         // owner holds the lock, so an empty file seen here is a crashed ADD.
-        let _lock = self.lock()?;
-        let mut released = Vec::new();
-        for (ip, held_by) in self.allocations()? {
-            if held_by.as_ref().is_some_and(|owner| valid.contains(owner)) {
-                continue;
-            }
-            let path = self.dir.join(ip.to_string());
-            match fs::remove_file(&path) {
-                Ok(()) => released.push(ip),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::io("remove", &path)(e)),
-            }
-        }
-        released.sort_unstable();
-        Ok(released)
+        self.remove_where(|held_by| !held_by.is_some_and(|owner| valid.contains(owner)))
     }
 
     fn ready(&self) -> Result<()> {
@@ -215,21 +221,7 @@ impl Store for DiskStore {
         if !self.dir.exists() {
             return Ok(Vec::new());
         }
-        let _lock = self.lock()?;
-        let mut released = Vec::new();
-        for (ip, held_by) in self.allocations()? {
-            if held_by.as_ref() != Some(owner) {
-                continue;
-            }
-            let path = self.dir.join(ip.to_string());
-            match fs::remove_file(&path) {
-                Ok(()) => released.push(ip),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Self::io("remove", &path)(e)),
-            }
-        }
-        released.sort_unstable();
-        Ok(released)
+        self.remove_where(|held_by| held_by == Some(owner))
     }
 }
 
