@@ -45,6 +45,8 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = self.bpffs.unmount();
         let _ = std::fs::remove_dir_all(&self.run_dir);
+        // The shared parent goes with the last run in it (fails otherwise).
+        let _ = std::fs::remove_dir(weir_tests::RUN_ROOT);
     }
 }
 
