@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
-use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, SERVICES_MAP};
+use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, REVERSE_SK_MAP, SERVICES_MAP};
 use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
 
 use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
@@ -122,6 +122,9 @@ pub struct DatapathMaps {
     pub lb: PinnedLbMaps,
     /// Masquerade configuration and skip trie.
     pub masq: PinnedMasqMaps,
+    /// The socket-LB reverse-translation map (read to find the sockets
+    /// weir connected to a backend).
+    pub reverse_sk: aya::maps::Map,
 }
 
 /// The loaded programs. Dropping it detaches them (the cgroup and TCX links
@@ -190,6 +193,9 @@ impl Datapath {
                 ebpf.take_map(MASQ_SKIP_MAP),
                 ebpf.take_map(NAT_MAP),
             )?,
+            reverse_sk: ebpf
+                .take_map(REVERSE_SK_MAP)
+                .ok_or(maps::Error::Missing(REVERSE_SK_MAP))?,
         };
         Ok((Self { ebpf }, maps))
     }

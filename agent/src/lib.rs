@@ -20,6 +20,7 @@ pub mod healthcheck;
 pub mod maps;
 pub mod reconcile;
 pub mod routes;
+pub mod sockterm;
 pub mod source;
 pub mod standalone;
 pub mod status;

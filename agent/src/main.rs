@@ -10,6 +10,7 @@ use weir_agent::cni_config::CniConfig;
 use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT, MapSizes};
 use weir_agent::desired::{Algorithm, Scope};
 use weir_agent::reconcile::{Reconciler, maglev};
+use weir_agent::sockterm::SocketTerminator;
 use weir_agent::standalone;
 use weir_agent::sync::{NodeOptions, Syncer};
 
@@ -149,6 +150,10 @@ fn main() -> anyhow::Result<()> {
             ..Scope::default()
         };
         let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, settings);
+        match SocketTerminator::new(&args.cgroup, maps.reverse_sk) {
+            Ok(sockets) => syncer = syncer.with_socket_termination(sockets),
+            Err(e) => tracing::warn!(error = %e, "connected UDP sockets will keep a backend that left"),
+        }
         standalone::run(&options, &mut syncer, shutdown_signal()).await;
     });
     tracing::info!("shutting down; maps stay pinned, programs detach");

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use ipnetwork::Ipv4Network;
 use tracing::{info, warn};
+use weir_common::IPPROTO_UDP;
 
 use crate::cni_config::CniConfig;
 use crate::desired::{self, NodeState, Scope};
@@ -14,6 +15,7 @@ use crate::healthcheck::HealthServers;
 use crate::maps::{LbMaps, MasqMaps};
 use crate::reconcile::{Reconciler, masq};
 use crate::routes::{self, NetlinkRoutes, Target};
+use crate::sockterm::SocketTerminator;
 use crate::source::Objects;
 use crate::status::Status;
 
@@ -48,6 +50,8 @@ pub struct Syncer<M, Q> {
     health: HealthServers,
     /// Backends removed whose UDP flows are still to be forgotten.
     removed_backends: Vec<weir_common::Backend4>,
+    /// Aborts connected UDP sockets of removed backends; `None`: leave them.
+    sockets: Option<SocketTerminator>,
 }
 
 impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
@@ -69,7 +73,16 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             routes,
             health: HealthServers::default(),
             removed_backends: Vec::new(),
+            sockets: None,
         }
+    }
+
+    /// Also aborts the connected UDP sockets socket-LB pointed at a backend
+    /// that left (see [`crate::sockterm`]).
+    #[must_use]
+    pub fn with_socket_termination(mut self, sockets: SocketTerminator) -> Self {
+        self.sockets = Some(sockets);
+        self
     }
 
     /// Brings everything to what `objects` say. Returns whether all of it is
@@ -86,6 +99,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         let scope = Scope {
             node_name: self.node.as_ref().map(|n| n.name.clone()),
             node_addresses: local.and_then(|l| l.internal_ip).into_iter().collect(),
+            pod_cidr: local.and_then(|l| l.pod_cidr),
             ..self.settings.clone()
         };
         let (desired, errors) = desired::compute(&objects.services, &objects.slices, &scope);
@@ -130,19 +144,24 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     /// UDP has no connection end for the NAT table to notice: a flow pinned
     /// to a backend that left would keep sending into the void. Forget them
     /// (kube-proxy deletes the same conntrack entries); the next datagram
-    /// picks a live backend.
+    /// picks a live backend. Connected sockets socket-LB sent there are
+    /// aborted, once and best effort: the application's next socket moves.
     fn forget_removed_udp_flows(&mut self) -> bool {
-        while let Some(backend) = self.removed_backends.last() {
-            match self.masq.forget_udp_flows(backend) {
-                Ok(n) => {
-                    if n > 0 {
-                        info!(entries = n, "forgot UDP flows of a removed backend");
-                    }
-                    self.removed_backends.pop();
-                }
+        while let Some(backend) = self.removed_backends.last().copied() {
+            match self.masq.forget_udp_flows(&backend) {
+                Ok(n) if n > 0 => info!(entries = n, "forgot UDP flows of a removed backend"),
+                Ok(_) => {}
                 Err(e) => {
                     warn!(error = %e, "cannot clear UDP flows of a removed backend; retrying");
                     return false;
+                }
+            }
+            self.removed_backends.pop();
+            if let Some(sockets) = self.sockets.as_ref().filter(|_| backend.proto == IPPROTO_UDP) {
+                match sockets.terminate(&backend) {
+                    Ok(0) => {}
+                    Ok(n) => info!(sockets = n, "aborted connected UDP sockets of a removed backend"),
+                    Err(e) => warn!(error = %e, "cannot abort UDP sockets of a removed backend"),
                 }
             }
         }

@@ -103,7 +103,8 @@ pub enum FailureKind {
     Timeout,
     /// No route, or ICMP host/net unreachable.
     Unreachable,
-    /// The connection was reset after it was made.
+    /// The connection was reset after it was made, or the datapath aborted
+    /// the socket.
     Reset,
     /// Anything else.
     Other,
@@ -199,6 +200,66 @@ impl Server {
         }
         self.child.wait()?;
         Ok(())
+    }
+}
+
+/// A running `weir-probe session`: one socket held open, one exchange per
+/// [`Session::exchange`]. Killed on drop.
+#[derive(Debug)]
+pub struct Session {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    what: String,
+}
+
+impl Session {
+    /// Starts a client in `place` for `target`; the socket is opened by the
+    /// first exchange.
+    pub fn start(
+        probe: &Path,
+        place: &Place,
+        (target, protocol): (SocketAddrV4, Protocol),
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut command = probe_command(probe, place, false);
+        command
+            .args(["session", &target.to_string()])
+            .args((protocol == Protocol::Udp).then_some("--udp"))
+            .args(["--timeout-ms", &timeout.as_millis().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let what = format!("`{}`", cmd::describe(&command));
+        let mut child = command.spawn().with_context(|| format!("starting {what}"))?;
+        let stdin = child.stdin.take().context("session stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("session stdout")?);
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            what,
+        })
+    }
+
+    /// One exchange on the held socket (a fresh one after a failure).
+    pub fn exchange(&mut self) -> Result<Attempt> {
+        use std::io::Write as _;
+        writeln!(self.stdin).with_context(|| format!("writing to {}", self.what))?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.is_empty() {
+            bail!("{} exited", self.what);
+        }
+        parse_attempt(line.trim_end()).with_context(|| format!("output of {}", self.what))
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

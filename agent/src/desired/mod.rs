@@ -149,6 +149,8 @@ pub struct Scope {
     pub node_name: Option<String>,
     /// This node's addresses: NodePorts are served on each.
     pub node_addresses: Vec<Ipv4Addr>,
+    /// This node's podCIDR: endpoints in it are local to the datapath.
+    pub pod_cidr: Option<ipnetwork::Ipv4Network>,
     /// Allowed nodePort values (kube-apiserver's `--service-node-port-range`).
     pub node_port_range: std::ops::RangeInclusive<u16>,
     /// The algorithm of external frontends, unless a Service's
@@ -163,6 +165,7 @@ impl Default for Scope {
         Self {
             node_name: None,
             node_addresses: Vec::new(),
+            pod_cidr: None,
             node_port_range: 30_000..=32_767,
             algorithm: Algorithm::Random,
             maglev_table_size: crate::reconcile::maglev::DEFAULT_TABLE_SIZE,

@@ -114,10 +114,15 @@ impl ServiceBuilder<'_> {
                 }
             };
             let endpoints = endpoints_for(port, proto, slices, self.errors);
-            for e in endpoints
-                .iter()
-                .filter(|e| node.is_some() && e.node.as_deref() == node)
-            {
+            // Local for the datapath (no SNAT, no trip over the uplink): on
+            // this node by name, or by address — in its podCIDR or one of its
+            // own addresses (hostNetwork), which holds even for a slice
+            // written without `nodeName`.
+            for e in endpoints.iter().filter(|e| {
+                (node.is_some() && e.node.as_deref() == node)
+                    || self.scope.pod_cidr.is_some_and(|cidr| cidr.contains(e.addr.ip))
+                    || self.scope.node_addresses.contains(&e.addr.ip)
+            }) {
                 self.state.local_backends.insert(e.addr.ip);
             }
             let internal = endpoints::select(&endpoints, internal_local);

@@ -269,3 +269,21 @@ fn node_port_outside_the_range_is_reported_and_the_cluster_ip_kept() {
     ));
     assert_eq!(state.frontends.len(), 1);
 }
+
+#[test]
+fn endpoints_in_the_pod_cidr_or_on_a_node_address_are_local_without_a_node_name() {
+    let services = [svc("web", "10.96.0.30", "[{port: 80, targetPort: 8080}]")];
+    let slices = [slice(
+        "web",
+        "[{port: 8080}]",
+        "[{addresses: [10.244.1.7]}, {addresses: [10.244.2.7]}, {addresses: [198.18.0.11]}]",
+    )];
+    let scope = Scope {
+        pod_cidr: Some("10.244.1.0/24".parse().unwrap()),
+        ..node("n1")
+    };
+    let (state, _) = compute(&services, &slices, &scope);
+    let local: Vec<String> = state.local_backends.iter().map(ToString::to_string).collect();
+    // Not 10.244.2.7: another node's podCIDR, reached over the uplink.
+    assert_eq!(local, ["10.244.1.7", "198.18.0.11"]);
+}

@@ -4,17 +4,27 @@
 //! ```text
 //! weir-probe [--netns PATH] [--cgroup DIR] serve --name NAME --listen IP:PORT [--udp]
 //! weir-probe [--netns PATH] [--cgroup DIR] connect IP:PORT [--udp] [--timeout-ms 1000]
-//!            [--count N] [--json]
+//!            [--count N] [--interval-ms 0] [--json]
+//! weir-probe [--netns PATH] [--cgroup DIR] session IP:PORT [--udp] [--timeout-ms 1000]
 //! ```
 //!
 //! A server answers each TCP connection (and each UDP datagram) with
 //! `NAME PEER_IP:PORT\n` — its name and the source address it saw — and, for
-//! TCP, closes the connection. A client makes `N` attempts one after another,
+//! TCP, answers again for every line the client sends on the same connection
+//! until the client closes it. A client makes `N` attempts one after another,
 //! each on a fresh socket, and prints one line per attempt: the server's
 //! answer, or `error: KIND: …` (KIND is `refused`, `timeout`, `unreachable`,
 //! `reset` or `other`); it exits non-zero if any attempt failed. With `--json`
 //! each line is a JSON object that also carries the client's own address and
 //! the time the attempt took.
+//!
+//! `session` holds one socket (a TCP connection, or a connected UDP socket)
+//! for as long as its stdin is open: every line read from stdin is one
+//! exchange on that same socket, printed as one JSON line like `connect
+//! --json`. A failed exchange closes the socket; the next one opens a new
+//! socket (a new `connect()`, which the socket-LB hooks see again). That is
+//! what a long-lived connection, or an application holding a connected UDP
+//! socket, looks like to the datapath.
 //!
 //! `--netns` and `--cgroup` are applied before anything else, so every socket is
 //! created inside the pod's netns and by a process in the pod's cgroup — which is
@@ -76,9 +86,23 @@ enum Command {
         /// Number of attempts, each on a fresh socket.
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Pause between attempts.
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
         /// Print one JSON object per attempt.
         #[arg(long)]
         json: bool,
+    },
+    /// Hold one socket to IP:PORT; one exchange on it per line read from stdin.
+    Session {
+        /// Address to dial.
+        target: SocketAddr,
+        /// Use a connected UDP socket instead of a TCP connection.
+        #[arg(long)]
+        udp: bool,
+        /// Limit for connecting and for each answer.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
     },
 }
 
@@ -128,14 +152,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             udp,
             timeout_ms,
             count,
+            interval_ms,
             json,
         } => Ok(connect_many(
             target,
             udp,
             Duration::from_millis(timeout_ms.max(1)),
-            count,
+            (count, Duration::from_millis(interval_ms)),
             json,
         )),
+        Command::Session {
+            target,
+            udp,
+            timeout_ms,
+        } => session(target, udp, Duration::from_millis(timeout_ms.max(1))),
     }
 }
 
@@ -170,16 +200,39 @@ fn serve_tcp(name: &str, listen: SocketAddr) -> Result<ExitCode> {
     let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}/tcp"))?;
     announce("tcp", listen, name)?;
     for stream in listener.incoming() {
-        // One client's trouble (reset, gone) must not stop the server.
-        let result = stream.and_then(|mut stream| {
-            let answer = format!("{name} {}\n", stream.peer_addr()?);
-            stream.write_all(answer.as_bytes())
+        // One client's trouble (reset, gone) must not stop the server, and a
+        // client holding its connection open must not block the others.
+        let result = stream.and_then(|stream| {
+            let name = name.to_owned();
+            std::thread::Builder::new()
+                .name("conn".into())
+                .spawn(move || {
+                    if let Err(err) = answer_tcp(&name, stream) {
+                        eprintln!("weir-probe serve {name}: {err}");
+                    }
+                })
+                .map(drop)
         });
         if let Err(err) = result {
             eprintln!("weir-probe serve {name}: {err}");
         }
     }
     bail!("listener on {listen} closed")
+}
+
+/// Answers at once, then once more for every line the client sends, until
+/// it closes the connection.
+fn answer_tcp(name: &str, stream: TcpStream) -> std::io::Result<()> {
+    let answer = format!("{name} {}\n", stream.peer_addr()?);
+    let mut writer = stream.try_clone()?;
+    writer.write_all(answer.as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 {
+        writer.write_all(answer.as_bytes())?;
+        line.clear();
+    }
+    Ok(())
 }
 
 /// Serves UDP until killed: every datagram gets one answer datagram.
@@ -199,10 +252,19 @@ fn serve_udp(name: &str, listen: SocketAddr) -> Result<ExitCode> {
 }
 
 /// Makes `count` attempts and prints one line for each; exit 0 if all answered.
-fn connect_many(target: SocketAddr, udp: bool, timeout: Duration, count: u32, json: bool) -> ExitCode {
+fn connect_many(
+    target: SocketAddr,
+    udp: bool,
+    timeout: Duration,
+    (count, interval): (u32, Duration),
+    json: bool,
+) -> ExitCode {
     let mut failed = false;
     let mut stdout = std::io::stdout().lock();
-    for _ in 0..count {
+    for attempt in 0..count {
+        if attempt > 0 {
+            std::thread::sleep(interval);
+        }
         let started = Instant::now();
         let result = if udp {
             connect_udp(target, timeout)
@@ -210,22 +272,11 @@ fn connect_many(target: SocketAddr, udp: bool, timeout: Duration, count: u32, js
             connect_tcp(target, timeout)
         };
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        failed |= result.is_err();
         let line = match (result, json) {
             (Ok(answer), false) => answer.line,
-            (Ok(answer), true) => json!({
-                "answer": answer.line,
-                "local": answer.local.to_string(),
-                "micros": micros,
-            })
-            .to_string(),
-            (Err(err), false) => {
-                failed = true;
-                format!("error: {}: {err:#}", failure_kind(&err))
-            }
-            (Err(err), true) => {
-                failed = true;
-                json!({"error": format!("{err:#}"), "kind": failure_kind(&err), "micros": micros}).to_string()
-            }
+            (Err(err), false) => format!("error: {}: {err:#}", failure_kind(&err)),
+            (result, true) => json_line(&result, micros),
         };
         // A closed stdout leaves nothing useful to do but stop.
         if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
@@ -239,18 +290,88 @@ fn connect_many(target: SocketAddr, udp: bool, timeout: Duration, count: u32, js
     }
 }
 
-/// One fresh TCP connection: connect, read one line, return it.
-fn connect_tcp(target: SocketAddr, timeout: Duration) -> Result<Answer> {
-    let stream = TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connect {target}"))?;
-    stream.set_read_timeout(Some(timeout))?;
-    let local = stream.local_addr()?;
-    let mut line = String::new();
-    BufReader::new(stream.take(MAX_ANSWER as u64))
-        .read_line(&mut line)
-        .with_context(|| format!("reading the answer from {target}"))?;
+/// One attempt as a `--json` line.
+fn json_line(result: &Result<Answer>, micros: u64) -> String {
+    match result {
+        Ok(answer) => json!({
+            "answer": answer.line,
+            "local": answer.local.to_string(),
+            "micros": micros,
+        }),
+        Err(err) => json!({"error": format!("{err:#}"), "kind": failure_kind(err), "micros": micros}),
+    }
+    .to_string()
+}
+
+/// A socket to the target that can answer more than once.
+enum Held {
+    Tcp(BufReader<TcpStream>),
+    Udp(UdpSocket),
+}
+
+impl Held {
+    /// Opens a socket; for TCP, the server's first answer is the reply.
+    fn open(target: SocketAddr, udp: bool, timeout: Duration) -> Result<(Self, Answer)> {
+        if udp {
+            let socket = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
+            socket
+                .connect(target)
+                .with_context(|| format!("connect {target}"))?;
+            socket.set_read_timeout(Some(timeout))?;
+            let mut held = Held::Udp(socket);
+            let answer = held.exchange(target)?;
+            Ok((held, answer))
+        } else {
+            let stream =
+                TcpStream::connect_timeout(&target, timeout).with_context(|| format!("connect {target}"))?;
+            stream.set_read_timeout(Some(timeout))?;
+            let mut held = Held::Tcp(BufReader::new(stream));
+            let answer = held.read_answer(target)?;
+            Ok((held, answer))
+        }
+    }
+
+    /// Asks once more on the same socket.
+    fn exchange(&mut self, target: SocketAddr) -> Result<Answer> {
+        match self {
+            Held::Tcp(reader) => {
+                reader
+                    .get_mut()
+                    .write_all(b"?\n")
+                    .with_context(|| format!("sending to {target}"))?;
+                self.read_answer(target)
+            }
+            Held::Udp(socket) => {
+                socket
+                    .send(b"?\n")
+                    .with_context(|| format!("sending to {target}"))?;
+                let mut buffer = [0_u8; MAX_ANSWER];
+                let length = socket
+                    .recv(&mut buffer)
+                    .with_context(|| format!("reading the answer from {target}"))?;
+                answer(&buffer[..length], socket.local_addr()?, target)
+            }
+        }
+    }
+
+    fn read_answer(&mut self, target: SocketAddr) -> Result<Answer> {
+        let Held::Tcp(reader) = self else {
+            unreachable!("only TCP answers unasked");
+        };
+        let mut line = Vec::new();
+        (&mut *reader)
+            .take(MAX_ANSWER as u64)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading the answer from {target}"))?;
+        answer(&line, reader.get_ref().local_addr()?, target)
+    }
+}
+
+fn answer(bytes: &[u8], local: SocketAddr, target: SocketAddr) -> Result<Answer> {
+    let line = String::from_utf8_lossy(bytes);
     let line = line.trim_end_matches('\n');
     if line.is_empty() {
-        bail!("{target} closed the connection without answering");
+        bail!("{target} closed the connection (or sent an empty datagram) without answering");
     }
     Ok(Answer {
         line: line.to_owned(),
@@ -258,32 +379,41 @@ fn connect_tcp(target: SocketAddr, timeout: Duration) -> Result<Answer> {
     })
 }
 
+/// One fresh TCP connection: connect, read one line, return it.
+fn connect_tcp(target: SocketAddr, timeout: Duration) -> Result<Answer> {
+    Held::open(target, false, timeout).map(|(_, answer)| answer)
+}
+
 /// One fresh connected UDP socket: send a datagram, wait for the answer.
 /// Connected, so the socket-LB `connect4` hook sees it and an ICMP port
 /// unreachable comes back as "refused".
 fn connect_udp(target: SocketAddr, timeout: Duration) -> Result<Answer> {
-    let socket = UdpSocket::bind("0.0.0.0:0").context("binding a UDP socket")?;
-    socket
-        .connect(target)
-        .with_context(|| format!("connect {target}"))?;
-    socket.set_read_timeout(Some(timeout))?;
-    let local = socket.local_addr()?;
-    socket
-        .send(b"?\n")
-        .with_context(|| format!("sending to {target}"))?;
-    let mut buffer = [0_u8; MAX_ANSWER];
-    let length = socket
-        .recv(&mut buffer)
-        .with_context(|| format!("reading the answer from {target}"))?;
-    let line = String::from_utf8_lossy(&buffer[..length]);
-    let line = line.trim_end_matches('\n');
-    if line.is_empty() {
-        bail!("{target} answered with an empty datagram");
+    Held::open(target, true, timeout).map(|(_, answer)| answer)
+}
+
+/// One socket held across exchanges, one exchange per stdin line.
+fn session(target: SocketAddr, udp: bool, timeout: Duration) -> Result<ExitCode> {
+    let mut held: Option<Held> = None;
+    let mut stdout = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        line.context("reading stdin")?;
+        let started = Instant::now();
+        let result = match held.as_mut() {
+            Some(socket) => socket.exchange(target),
+            None => Held::open(target, udp, timeout).map(|(socket, answer)| {
+                held = Some(socket);
+                answer
+            }),
+        };
+        if result.is_err() {
+            // The next exchange starts over with a fresh connect().
+            held = None;
+        }
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        writeln!(stdout, "{}", json_line(&result, micros))?;
+        stdout.flush()?;
     }
-    Ok(Answer {
-        line: line.to_owned(),
-        local,
-    })
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The class of failure, from the first I/O error in the chain.
@@ -294,6 +424,11 @@ fn failure_kind(err: &anyhow::Error) -> &'static str {
     else {
         return "other";
     };
+    // A UDP socket the datapath aborted (SOCK_DESTROY) is disconnected: its
+    // next send() finds no destination, its next recv() ECONNABORTED.
+    if io.raw_os_error() == Some(libc::EDESTADDRREQ) {
+        return "reset";
+    }
     match io.kind() {
         ErrorKind::ConnectionRefused => "refused",
         // A read timeout shows up as WouldBlock on Linux.

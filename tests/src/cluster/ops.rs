@@ -80,6 +80,17 @@ impl Cluster {
         probe::connect(&self.bins.probe, &self.place(origin)?, target, count, timeout)
     }
 
+    /// A client in `origin` holding one socket to `target` (see
+    /// [`probe::Session`]).
+    pub fn session(
+        &self,
+        origin: &Origin,
+        target: (SocketAddrV4, Protocol),
+        timeout: Duration,
+    ) -> Result<probe::Session> {
+        probe::Session::start(&self.bins.probe, &self.place(origin)?, target, timeout)
+    }
+
     /// Creates pod `key` on node `node` with that node's conflist.
     pub fn add_pod(&mut self, node: &str, key: &str) -> Result<&Pod> {
         let (namespace, name) = split_key(key)?;

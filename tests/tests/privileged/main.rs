@@ -13,6 +13,7 @@ mod cni;
 mod cni_spec;
 mod common;
 mod crossnode;
+mod draining;
 mod packet;
 mod services;
 mod tc_nat;
