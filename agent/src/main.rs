@@ -120,9 +120,16 @@ fn main() -> anyhow::Result<()> {
         affinity: args.map_size_affinity,
         nat: args.map_size_nat,
     };
-    let (_datapath, maps) =
+    let (_datapath, maps, report) =
         Datapath::load(&object, &args.bpffs, &sizes, &args.cgroup, args.device.as_deref())?;
-    tracing::info!(bpffs = %args.bpffs.display(), cgroup = %args.cgroup.display(), "datapath loaded");
+    tracing::info!(
+        bpffs = %args.bpffs.display(),
+        cgroup = %args.cgroup.display(),
+        adopted = report.adopted,
+        attached = report.attached,
+        pruned = report.pruned.len(),
+        "datapath loaded"
+    );
 
     let options = standalone::Options {
         manifests: args.manifests,
@@ -156,7 +163,7 @@ fn main() -> anyhow::Result<()> {
         }
         standalone::run(&options, &mut syncer, shutdown_signal()).await;
     });
-    tracing::info!("shutting down; maps stay pinned, programs detach");
+    tracing::info!("shutting down; programs stay attached and maps pinned for the next agent");
     Ok(())
 }
 

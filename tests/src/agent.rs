@@ -4,7 +4,6 @@
 //! A cluster member's agent also gets `--node-name` and the CNI directories: it
 //! then routes to the other nodes' pods and writes its node's conflist.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -105,7 +104,12 @@ impl Agent {
         options: &AgentOptions,
         own_cgroup: &Cgroup,
     ) -> Result<Self> {
-        let log = File::create(&paths.log).with_context(|| format!("creating {}", paths.log.display()))?;
+        // Appended to: a restarted agent's log follows its predecessor's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&paths.log)
+            .with_context(|| format!("opening {}", paths.log.display()))?;
         let mut command = cmd::nsenter_command(node_netns, binary, options.detached);
         if let Some(node) = &options.node {
             command
@@ -223,6 +227,18 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        self.exited = Some(exit);
+        Ok(exit)
+    }
+
+    /// Kills the agent with SIGKILL, as a crash or the OOM killer would:
+    /// nothing of its own shutdown runs.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        if let Some(exit) = self.exited {
+            return Ok(exit);
+        }
+        self.child.kill()?;
+        let exit = self.child.wait()?;
         self.exited = Some(exit);
         Ok(exit)
     }

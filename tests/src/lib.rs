@@ -68,7 +68,8 @@ pub use netns::{Link, Netns, Route};
 pub use node::{AGENT_TIMEOUT, Node, POD_GATEWAY, POD_SUBNET};
 pub use pod::{DEFAULT_NAMESPACE, Pod, split_key};
 pub use probe::{
-    Answer, Attempt, ERROR_PREFIX, Failure, FailureKind, Place, Protocol, Replies, Server, Session, connect,
+    Answer, Attempt, ERROR_PREFIX, Failure, FailureKind, Loop, Place, Protocol, Replies, Server, Session,
+    connect,
 };
 pub use tag::{CGROUP_ROOT, LAB_ROOT, LAB_STEM, Naming, PREFIX, RUN_ROOT, RunKind, RunTag};
 

@@ -200,6 +200,11 @@ impl Node {
         self.agent.as_mut().context("the agent was never started")?.stop()
     }
 
+    /// Kills the agent with SIGKILL (a crash).
+    pub fn kill_agent(&mut self) -> Result<ExitStatus> {
+        self.agent.as_mut().context("the agent was never started")?.kill()
+    }
+
     /// The agent's log, framed for a failure message (empty if never started).
     #[must_use]
     pub fn agent_log(&self) -> String {

@@ -269,33 +269,69 @@ impl Drop for Session {
 pub fn connect(
     probe: &Path,
     place: &Place,
-    (target, protocol): (SocketAddrV4, Protocol),
+    target: (SocketAddrV4, Protocol),
     count: u32,
     timeout: Duration,
 ) -> Result<Replies> {
-    let mut command = probe_command(probe, place, false);
-    command
-        .args(["connect", &target.to_string(), "--json"])
-        .args((protocol == Protocol::Udp).then_some("--udp"))
-        .args(["--count", &count.to_string()])
-        .args(["--timeout-ms", &timeout.as_millis().to_string()]);
-    let output = command
-        .output()
-        .with_context(|| format!("running `{}`", cmd::describe(&command)))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let attempts: Result<Vec<Attempt>> = stdout.lines().map(parse_attempt).collect();
-    let attempts = attempts.with_context(|| format!("output of `{}`", cmd::describe(&command)))?;
-    if attempts.len() != count as usize {
-        bail!(
-            "`{}` printed {} lines for {count} attempts ({})\n  stdout: {}\n  stderr: {}",
-            cmd::describe(&command),
-            attempts.len(),
-            output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
+    Loop::start(probe, place, target, (count, Duration::ZERO), timeout)?.finish()
+}
+
+/// A `weir-probe connect` running in the background: `count` attempts,
+/// `interval` apart — a steady request loop while the test does something
+/// else.
+#[derive(Debug)]
+pub struct Loop {
+    child: Child,
+    count: u32,
+    what: String,
+}
+
+impl Loop {
+    /// Starts the loop.
+    pub fn start(
+        probe: &Path,
+        place: &Place,
+        (target, protocol): (SocketAddrV4, Protocol),
+        (count, interval): (u32, Duration),
+        timeout: Duration,
+    ) -> Result<Self> {
+        let mut command = probe_command(probe, place, false);
+        command
+            .args(["connect", &target.to_string(), "--json"])
+            .args((protocol == Protocol::Udp).then_some("--udp"))
+            .args(["--count", &count.to_string()])
+            .args(["--interval-ms", &interval.as_millis().to_string()])
+            .args(["--timeout-ms", &timeout.as_millis().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let what = format!("`{}`", cmd::describe(&command));
+        let child = command.spawn().with_context(|| format!("starting {what}"))?;
+        Ok(Self { child, count, what })
     }
-    Ok(Replies { attempts })
+
+    /// Waits for the last attempt and returns them all.
+    pub fn finish(self) -> Result<Replies> {
+        let output = self
+            .child
+            .wait_with_output()
+            .with_context(|| format!("running {}", self.what))?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let attempts: Result<Vec<Attempt>> = stdout.lines().map(parse_attempt).collect();
+        let attempts = attempts.with_context(|| format!("output of {}", self.what))?;
+        if attempts.len() != self.count as usize {
+            bail!(
+                "{} printed {} lines for {} attempts ({})\n  stdout: {}\n  stderr: {}",
+                self.what,
+                attempts.len(),
+                self.count,
+                output.status,
+                stdout.trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(Replies { attempts })
+    }
 }
 
 /// One line of `weir-probe connect --json`.

@@ -91,6 +91,23 @@ impl Cluster {
         probe::Session::start(&self.bins.probe, &self.place(origin)?, target, timeout)
     }
 
+    /// `count` attempts from `origin` to `target`, `interval` apart, in the
+    /// background.
+    pub fn probe_loop(
+        &self,
+        origin: &Origin,
+        target: (SocketAddrV4, Protocol),
+        (count, interval): (u32, Duration),
+    ) -> Result<probe::Loop> {
+        probe::Loop::start(
+            &self.bins.probe,
+            &self.place(origin)?,
+            target,
+            (count, interval),
+            Duration::from_secs(1),
+        )
+    }
+
     /// Creates pod `key` on node `node` with that node's conflist.
     pub fn add_pod(&mut self, node: &str, key: &str) -> Result<&Pod> {
         let (namespace, name) = split_key(key)?;

@@ -1,5 +1,8 @@
-//! The answers really come through the agent's eBPF program: no program (agent
-//! stopped) or no Service in its maps (empty manifests) means no answer.
+//! The answers really come through the agent's eBPF programs: with their
+//! links unpinned (what `weir-agent cleanup` does) or no Service in the maps
+//! (empty manifests) there is no answer. A stopped agent leaves its programs
+//! attached — the datapath outlives the agent, as iptables rules outlive
+//! kube-proxy.
 
 use std::net::SocketAddrV4;
 
@@ -21,7 +24,7 @@ fn vip_row(answered_by: &'static [&'static str], tries: u32) -> Expect<'static> 
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
-fn requests_fail_once_the_agent_and_its_cgroup_link_are_gone() {
+fn the_datapath_outlives_the_agent_until_its_link_pins_go() {
     let mut node = echo_node_with_agent();
     check_table(&node, &[vip_row(ECHO_ALL, TRIES_FOR_ALL)]);
 
@@ -31,7 +34,19 @@ fn requests_fail_once_the_agent_and_its_cgroup_link_are_gone() {
         exit.success(),
         "weir-agent did not exit cleanly on SIGTERM: {exit}"
     );
+    check_table(&node, &[vip_row(ECHO_ALL, TRIES_FOR_ALL)]);
 
+    // Unpinning the links detaches the programs (no other reference holds
+    // them): only the rewrite goes.
+    let links = node.run_dir().join("bpffs/links");
+    let pins: Vec<_> = std::fs::read_dir(&links)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", links.display()))
+        .map(|entry| entry.expect("a pin").path())
+        .collect();
+    assert_eq!(pins.len(), 4, "one pinned link per socket-LB hook: {pins:?}");
+    for pin in &pins {
+        std::fs::remove_file(pin).unwrap_or_else(|e| panic!("removing {}: {e}", pin.display()));
+    }
     check_table(
         &node,
         &[

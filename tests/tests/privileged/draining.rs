@@ -57,7 +57,8 @@ fn slice(endpoints: &[(Ipv4Addr, &str)]) -> String {
          endpoints:\n",
     );
     for (address, conditions) in endpoints {
-        writeln!(yaml, "- {{addresses: ['{address}'], conditions: {conditions}}}").expect("writing to a String");
+        writeln!(yaml, "- {{addresses: ['{address}'], conditions: {conditions}}}")
+            .expect("writing to a String");
     }
     yaml
 }

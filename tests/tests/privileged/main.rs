@@ -15,5 +15,6 @@ mod common;
 mod crossnode;
 mod draining;
 mod packet;
+mod restart;
 mod services;
 mod tc_nat;

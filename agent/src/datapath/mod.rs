@@ -1,7 +1,12 @@
 //! Loading the eBPF programs into the kernel: maps pinned in bpffs, the
-//! socket-LB program attached to the node's cgroup.
+//! socket-LB programs attached to the node's cgroup and the per-packet
+//! programs to its uplink, through links pinned in bpffs (see [`links`]).
+
+pub mod links;
 
 use std::path::{Path, PathBuf};
+
+use std::os::unix::fs::MetadataExt as _;
 
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
@@ -9,6 +14,7 @@ use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, REVERSE_SK_MAP, SE
 use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
 
 use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
+use links::{Attached, LinkPins};
 
 /// The eBPF object built into this binary by `cargo xtask build` (empty when
 /// the agent was built without the BPF toolchain).
@@ -72,20 +78,18 @@ pub enum Error {
     /// A device name with a NUL byte in it.
     #[error("invalid device name {0:?}")]
     DeviceName(String),
-    /// A TC program could not be attached to the uplink.
-    #[error("cannot attach {name} to device {device}")]
-    Device {
-        /// The program.
-        name: &'static str,
-        /// The device.
-        device: String,
-        /// Why.
-        #[source]
-        source: aya::programs::ProgramError,
-    },
     /// The pinned maps could not be opened.
     #[error(transparent)]
     Maps(#[from] maps::Error),
+    /// A link could not be attached, adopted or pinned.
+    #[error("cannot set up the link pinned at {pin}")]
+    Link {
+        /// The link's pin.
+        pin: PathBuf,
+        /// Why.
+        #[source]
+        source: links::PinError,
+    },
 }
 
 /// Result of datapath operations.
@@ -127,30 +131,58 @@ pub struct DatapathMaps {
     pub reverse_sk: aya::maps::Map,
 }
 
-/// The loaded programs. Dropping it detaches them (the cgroup and TCX links
-/// belong to this process); the maps stay pinned so a restarted agent finds
-/// them.
+/// The loaded programs. Dropping it leaves them attached: the links are
+/// pinned, so the datapath outlives the agent; the maps stay pinned so a
+/// restarted agent finds them.
 pub struct Datapath {
     ebpf: Ebpf,
+}
+
+/// What [`Datapath::load`] found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Attachments of an earlier run now running this run's programs.
+    pub adopted: usize,
+    /// New attachments.
+    pub attached: usize,
+    /// Pins of an earlier configuration removed (detached).
+    pub pruned: Vec<PathBuf>,
 }
 
 impl Datapath {
     /// Loads `object`, pinning its maps under `bpffs` (re-using maps already
     /// pinned there), attaches the socket-LB programs to `cgroup` and, given
-    /// the node's `uplink` device, the per-packet NAT programs to it (TCX).
+    /// the node's `uplink` device, the per-packet NAT programs to it (TCX) —
+    /// adopting the links an earlier run pinned, so the hooks never go
+    /// without a program.
     pub fn load(
         object: &[u8],
         bpffs: &Path,
         sizes: &MapSizes,
         cgroup: &Path,
         uplink: Option<&str>,
-    ) -> Result<(Self, DatapathMaps)> {
+    ) -> Result<(Self, DatapathMaps, LoadReport)> {
         let (mut datapath, maps) = Self::open(object, bpffs, sizes)?;
-        datapath.attach_socket_lb(cgroup)?;
-        if let Some(device) = uplink {
-            datapath.attach_uplink(device)?;
+        let pin_error = |pin: &Path| {
+            let pin = pin.to_owned();
+            move |source| Error::Link { pin, source }
+        };
+        let mut pins = LinkPins::new(bpffs).map_err(pin_error(&bpffs.join("links")))?;
+        let mut report = LoadReport::default();
+        let mut count = |attached| match attached {
+            Attached::Adopted => report.adopted += 1,
+            Attached::New => report.attached += 1,
+        };
+        for attached in datapath.attach_socket_lb(cgroup, &mut pins)? {
+            count(attached);
         }
-        Ok((datapath, maps))
+        if let Some(device) = uplink {
+            for attached in datapath.attach_uplink(device, &mut pins)? {
+                count(attached);
+            }
+        }
+        report.pruned = pins.prune().map_err(pin_error(&bpffs.join("links")))?;
+        Ok((datapath, maps, report))
     }
 
     /// Loads `object` into the kernel and pins its maps under `bpffs`,
@@ -201,21 +233,45 @@ impl Datapath {
     }
 
     /// Attaches the socket-LB programs to the cgroup v2 directory `cgroup`.
-    pub fn attach_socket_lb(&mut self, cgroup: &Path) -> Result<()> {
-        let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| Error::Cgroup {
+    pub fn attach_socket_lb(&mut self, cgroup: &Path, pins: &mut LinkPins) -> Result<Vec<Attached>> {
+        let cgroup_error = |source| Error::Cgroup {
             path: cgroup.to_owned(),
             source,
-        })?;
+        };
+        let cgroup_dir = std::fs::File::open(cgroup).map_err(cgroup_error)?;
+        // The cgroup's inode is its id: the pin names the cgroup it is for.
+        let inode = cgroup_dir.metadata().map_err(cgroup_error)?.ino();
+        let mut attached = Vec::new();
         for name in SOCK_PROGRAMS {
-            attach_sock(&mut self.ebpf, name, &cgroup_dir)?;
+            let program: &mut CgroupSockAddr = program_mut(&mut self.ebpf, name)?;
+            let pin = pins.path(name, &format!("cgroup-{inode}"));
+            // Single: weir is the only socket-LB on this cgroup; a second
+            // attachment (another agent on the same node) must fail loudly.
+            let result = pins.attach(program, &pin, |program| {
+                program.attach(&cgroup_dir, CgroupAttachMode::Single)
+            });
+            attached.push(result.map_err(|source| Error::Link { pin, source })?);
         }
-        Ok(())
+        Ok(attached)
     }
 
-    /// Attaches the per-packet programs to the node's uplink `device`.
-    pub fn attach_uplink(&mut self, device: &str) -> Result<()> {
-        attach_tc(&mut self.ebpf, TC_EGRESS, device, TcAttachType::Egress)?;
-        attach_tc(&mut self.ebpf, TC_INGRESS, device, TcAttachType::Ingress)
+    /// Attaches the per-packet programs to the node's uplink `device` with
+    /// TCX (a `bpf_link`: no qdisc to install or leave behind).
+    pub fn attach_uplink(&mut self, device: &str, pins: &mut LinkPins) -> Result<Vec<Attached>> {
+        let device_name = std::ffi::CString::new(device).map_err(|_| Error::DeviceName(device.to_owned()))?;
+        let mut attached = Vec::new();
+        for (name, direction) in [
+            (TC_EGRESS, TcAttachType::Egress),
+            (TC_INGRESS, TcAttachType::Ingress),
+        ] {
+            let program: &mut SchedClassifier = program_mut(&mut self.ebpf, name)?;
+            let pin = pins.path(name, device);
+            let result = pins.attach(program, &pin, |program| {
+                program.attach(device_name.as_c_str(), direction)
+            });
+            attached.push(result.map_err(|source| Error::Link { pin, source })?);
+        }
+        Ok(attached)
     }
 
     /// The uplink program for `direction` (loaded; attached or not), e.g.
@@ -245,29 +301,4 @@ where
 
 fn program_error(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Error {
     move |source| Error::Program { name, source }
-}
-
-fn attach_sock(ebpf: &mut Ebpf, name: &'static str, cgroup: &std::fs::File) -> Result<()> {
-    let program: &mut CgroupSockAddr = program_mut(ebpf, name)?;
-    // Single: weir is the only socket-LB on this cgroup; a second
-    // attachment (another agent on the same node) must fail loudly.
-    program
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(program_error(name))?;
-    Ok(())
-}
-
-/// Attaches a TC program with TCX (a `bpf_link`: no qdisc to install, and it
-/// goes away with the agent instead of lingering on the device).
-fn attach_tc(ebpf: &mut Ebpf, name: &'static str, device: &str, direction: TcAttachType) -> Result<()> {
-    let program: &mut SchedClassifier = program_mut(ebpf, name)?;
-    let device_name = std::ffi::CString::new(device).map_err(|_| Error::DeviceName(device.to_owned()))?;
-    program
-        .attach(device_name.as_c_str(), direction)
-        .map_err(|source| Error::Device {
-            name,
-            device: device.to_owned(),
-            source,
-        })?;
-    Ok(())
 }
