@@ -4,15 +4,15 @@
 //! as kube-proxy's pkg/proxy/healthcheck).
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::desired::HealthCheck;
+use crate::ops::http::{self, Response};
 
 /// One listener per `healthCheckNodePort`, following the desired state.
 #[derive(Default)]
@@ -67,38 +67,18 @@ impl HealthServers {
 }
 
 async fn serve(listener: TcpListener, check: Arc<Mutex<HealthCheck>>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let current = check
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .clone();
-                tokio::spawn(answer(stream, peer, current));
-            }
-            Err(e) => {
-                warn!(error = %e, "healthCheckNodePort accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    // Any request gets the status, whatever its path (as kube-proxy's).
+    let handler = move |_path| {
+        let current = check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        async move { answer(&current) }
+    };
+    http::serve(listener, "healthCheckNodePort", handler).await;
 }
 
-/// Answers one probe: any request gets the status; the request itself is
-/// read (up to a bound) only so the client sees a clean close.
-async fn answer(mut stream: TcpStream, peer: SocketAddr, check: HealthCheck) {
-    let mut buf = [0u8; 1024];
-    let read = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut buf)).await;
-    if !matches!(read, Ok(Ok(_))) {
-        debug!(%peer, "health probe sent no request");
-    }
-    let _ = stream.write_all(response(&check).as_bytes()).await;
-    let _ = stream.shutdown().await;
-}
-
-/// The HTTP response for `check`.
-#[must_use]
-pub fn response(check: &HealthCheck) -> String {
+fn answer(check: &HealthCheck) -> Response {
     let body = serde_json::json!({
         "service": {"namespace": check.service.namespace, "name": check.service.name},
         "localEndpoints": check.local_endpoints,
@@ -110,18 +90,29 @@ pub fn response(check: &HealthCheck) -> String {
     } else {
         "503 Service Unavailable"
     };
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Content-Type-Options: nosniff\r\n\
-         X-Load-Balancing-Endpoint-Weight: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        check.local_endpoints,
-        body.len()
-    )
+    Response {
+        status,
+        content_type: "application/json",
+        headers: vec![(
+            "X-Load-Balancing-Endpoint-Weight",
+            check.local_endpoints.to_string(),
+        )],
+        body,
+    }
+}
+
+/// The HTTP response for `check`.
+#[must_use]
+pub fn response(check: &HealthCheck) -> String {
+    answer(check).render()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::desired::ServiceName;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
 
     fn check(n: usize) -> HealthCheck {
         HealthCheck {

@@ -1,188 +1,177 @@
-//! `weir-agent`: the node agent binary.
+//! `weir-agent`: the node agent binary. Settings: flags > environment >
+//! `--config` file > defaults (see `weir_agent::config` and
+//! docs/configuration.md).
 
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::Parser as _;
 use weir_agent::cni_config::CniConfig;
-use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT, MapSizes};
+use weir_agent::config::{Flags, Settings, Source};
+use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
 use weir_agent::desired::{Algorithm, Scope};
-use weir_agent::reconcile::{Reconciler, maglev};
+use weir_agent::ops::{Listeners, MapCensus, Ops};
+use weir_agent::reconcile::Reconciler;
 use weir_agent::sockterm::SocketTerminator;
-use weir_agent::standalone;
 use weir_agent::sync::{NodeOptions, Syncer};
-
-/// weir node agent: programs the eBPF load balancer from Kubernetes objects.
-///
-/// Standalone mode reads Service and EndpointSlice YAML from a directory
-/// (the files you would `kubectl apply`) and follows changes to it.
-///
-/// Example:
-///   weir-agent --manifests ./manifests --bpffs /sys/fs/bpf/weir \
-///       --cgroup /sys/fs/cgroup/unified/weir
-#[derive(Debug, Parser)]
-#[command(version, verbatim_doc_comment)]
-struct Args {
-    /// Directory of Service / EndpointSlice manifests (standalone mode).
-    #[arg(long, env = "WEIR_MANIFESTS")]
-    manifests: PathBuf,
-    /// bpffs directory to pin maps under (must be on a mounted bpffs).
-    #[arg(long, env = "WEIR_BPFFS", default_value = "/sys/fs/bpf/weir")]
-    bpffs: PathBuf,
-    /// cgroup v2 directory whose processes get socket-level load balancing.
-    #[arg(long, env = "WEIR_CGROUP", default_value = "/sys/fs/cgroup")]
-    cgroup: PathBuf,
-    /// Write a JSON status document here after every reconcile.
-    #[arg(long, env = "WEIR_STATUS_FILE")]
-    status_file: Option<PathBuf>,
-    /// How often to check the manifest directory for changes, in milliseconds.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=60_000))]
-    poll_interval_ms: u64,
-    /// Name of this node's Node object: enables routes to the other nodes'
-    /// pods and writing this node's CNI config.
-    #[arg(long, env = "WEIR_NODE_NAME")]
-    node_name: Option<String>,
-    /// Where to write the node's CNI conflist.
-    #[arg(long, env = "WEIR_CNI_CONF_DIR", default_value = "/etc/cni/net.d")]
-    cni_conf_dir: PathBuf,
-    /// The CNI plugin's IPAM store, written into the conflist.
-    #[arg(long, env = "WEIR_CNI_DATA_DIR", default_value = "/var/lib/cni/weir")]
-    cni_data_dir: PathBuf,
-    /// MTU of pod interfaces, written into the conflist.
-    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(68..=65535))]
-    pod_mtu: u32,
-    /// The node's uplink device: masquerading happens there (TCX programs).
-    #[arg(long, env = "WEIR_DEVICE")]
-    device: Option<String>,
-    /// The cluster's pod CIDR (all nodes' podCIDRs). With --masquerade, pod
-    /// traffic to anything outside it and outside the nodes leaves with the
-    /// node address.
-    #[arg(long, env = "WEIR_CLUSTER_CIDR")]
-    cluster_cidr: Option<ipnetwork::Ipv4Network>,
-    /// The Service CIDR (kube-apiserver's --service-cluster-ip-range): the
-    /// node routes it as unreachable, so a ClusterIP packet no socket hook
-    /// translated (e.g. ping) is refused at once, never sent to the default
-    /// route. Needs --node-name.
-    #[arg(long, env = "WEIR_SERVICE_CIDR", requires = "node_name")]
-    service_cidr: Option<ipnetwork::Ipv4Network>,
-    /// Masquerade pod traffic leaving the cluster (needs --node-name,
-    /// --device and --cluster-cidr).
-    #[arg(long, env = "WEIR_MASQUERADE", requires_all = ["node_name", "device", "cluster_cidr"])]
-    masquerade: bool,
-    /// Allowed nodePort values, as the API server's --service-node-port-range.
-    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
-    node_port_range: std::ops::RangeInclusive<u16>,
-    /// How connections from outside the node pick a backend: random or
-    /// maglev (per Service: annotation weir.dev/lb-algorithm).
-    #[arg(long, env = "WEIR_LB_ALGORITHM", default_value = "random")]
-    lb_algorithm: Algorithm,
-    /// Maglev lookup table size per frontend (a prime, at most 1021).
-    #[arg(long, default_value_t = maglev::DEFAULT_TABLE_SIZE, value_parser = parse_maglev_size)]
-    maglev_table_size: u32,
-    /// Capacity of the service map (frontends × (backends + 1)).
-    #[arg(long, default_value_t = MapSizes::default().services, value_parser = clap::value_parser!(u32).range(1..))]
-    map_size_services: u32,
-    /// Capacity of the backend map.
-    #[arg(long, default_value_t = MapSizes::default().backends, value_parser = clap::value_parser!(u32).range(1..))]
-    map_size_backends: u32,
-    /// Capacity of the session-affinity map.
-    #[arg(long, default_value_t = MapSizes::default().affinity, value_parser = clap::value_parser!(u32).range(1..))]
-    map_size_affinity: u32,
-    /// Capacity of the NAT / connection-tracking table (two entries a flow).
-    #[arg(long, default_value_t = MapSizes::default().nat, value_parser = clap::value_parser!(u32).range(1..))]
-    map_size_nat: u32,
-    /// Load this eBPF object instead of the one built into the binary.
-    #[arg(long)]
-    bpf_object: Option<PathBuf>,
-}
+use weir_agent::{kubernetes, standalone};
 
 fn main() -> anyhow::Result<()> {
+    let flags = Flags::parse();
+    // Validated before anything else: a bad setting touches nothing.
+    let settings = Settings::load(&flags)?;
+    init_logging(&settings.log_level);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(settings))?;
+    tracing::info!("shutting down; programs stay attached and maps pinned for the next agent");
+    Ok(())
+}
+
+/// `RUST_LOG`, when set, wins over the configured level.
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let args = Args::parse();
+}
 
-    let object = match &args.bpf_object {
+async fn run(settings: Settings) -> anyhow::Result<()> {
+    // Bound before the datapath is touched: a port in use is a start error.
+    let listeners = Listeners::bind(settings.health_address, settings.metrics_address).await?;
+    // A kubeconfig that cannot be used is a start error too; the API
+    // server itself is only contacted by the watchers.
+    let source = match &settings.source {
+        Source::Manifests(dir) => Mode::Standalone(standalone::Options {
+            manifests: dir.clone(),
+            poll_interval: settings.poll_interval,
+            status_file: settings.status_file.clone(),
+        }),
+        Source::Kubernetes { kubeconfig } => {
+            let options = kubernetes::Options {
+                kubeconfig: kubeconfig.clone(),
+                node_name: settings.node_name.clone(),
+                resync: RESYNC_PERIOD,
+                max_watch_backoff: MAX_WATCH_BACKOFF,
+                status_file: settings.status_file.clone(),
+            };
+            let client = kubernetes::client(&options).await?;
+            Mode::Kubernetes(options, client)
+        }
+    };
+    log_start(&settings, &listeners);
+
+    let object = match &settings.bpf_object {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
         None => EMBEDDED_OBJECT.to_vec(),
     };
-    std::fs::create_dir_all(&args.bpffs)
-        .with_context(|| format!("creating pin directory {}", args.bpffs.display()))?;
-    let sizes = MapSizes {
-        services: args.map_size_services,
-        backends: args.map_size_backends,
-        affinity: args.map_size_affinity,
-        nat: args.map_size_nat,
-    };
-    let (_datapath, maps, report) =
-        Datapath::load(&object, &args.bpffs, &sizes, &args.cgroup, args.device.as_deref())?;
+    std::fs::create_dir_all(&settings.bpffs)
+        .with_context(|| format!("creating pin directory {}", settings.bpffs.display()))?;
+    let (_datapath, maps, report) = Datapath::load(
+        &object,
+        &settings.bpffs,
+        &settings.map_sizes,
+        &settings.cgroup,
+        settings.device.as_deref(),
+    )?;
     tracing::info!(
-        bpffs = %args.bpffs.display(),
-        cgroup = %args.cgroup.display(),
+        bpffs = %settings.bpffs.display(),
+        cgroup = %settings.cgroup.display(),
         adopted = report.adopted,
         attached = report.attached,
         pruned = report.pruned.len(),
         "datapath loaded"
     );
+    let ops = Ops::new(Some(MapCensus::new(&settings.bpffs)));
+    listeners.spawn(&ops);
 
-    let options = standalone::Options {
-        manifests: args.manifests,
-        poll_interval: Duration::from_millis(args.poll_interval_ms),
-        status_file: args.status_file,
-    };
-    let node = args.node_name.map(|name| NodeOptions {
+    let node = settings.node_name.clone().map(|name| NodeOptions {
         name,
         cni: CniConfig {
-            conf_dir: args.cni_conf_dir,
-            data_dir: args.cni_data_dir,
-            mtu: args.pod_mtu,
+            conf_dir: settings.cni_conf_dir.clone(),
+            data_dir: settings.cni_data_dir.clone(),
+            mtu: settings.pod_mtu,
         },
-        masquerade: args.cluster_cidr.filter(|_| args.masquerade),
-        service_cidr: args.service_cidr,
+        masquerade: settings.cluster_cidr.filter(|_| settings.masquerade),
+        service_cidr: settings.service_cidr,
     });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let settings = Scope {
-            node_port_range: args.node_port_range,
-            algorithm: args.lb_algorithm,
-            maglev_table_size: args.maglev_table_size,
-            ..Scope::default()
-        };
-        let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, settings);
-        match SocketTerminator::new(&args.cgroup, maps.reverse_sk) {
-            Ok(sockets) => syncer = syncer.with_socket_termination(sockets),
-            Err(e) => tracing::warn!(error = %e, "connected UDP sockets will keep a backend that left"),
+    let scope = Scope {
+        node_port_range: settings.node_port_range.clone(),
+        algorithm: settings.lb_algorithm,
+        maglev_table_size: settings.maglev_table_size,
+        ..Scope::default()
+    };
+    let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, scope).with_ops(ops);
+    match SocketTerminator::new(&settings.cgroup, maps.reverse_sk) {
+        Ok(sockets) => syncer = syncer.with_socket_termination(sockets),
+        Err(e) => tracing::warn!(error = %e, "connected UDP sockets will keep a backend that left"),
+    }
+    match source {
+        Mode::Standalone(options) => standalone::run(&options, &mut syncer, shutdown_signal()).await,
+        Mode::Kubernetes(options, client) => {
+            let ops = syncer.ops().clone();
+            kubernetes::run(&options, &client, &mut syncer, &ops, shutdown_signal()).await;
         }
-        standalone::run(&options, &mut syncer, shutdown_signal()).await;
-    });
-    tracing::info!("shutting down; programs stay attached and maps pinned for the next agent");
+    }
     Ok(())
 }
 
-fn parse_maglev_size(text: &str) -> Result<u32, String> {
-    let size: u32 = text.parse().map_err(|e| format!("{e}"))?;
-    maglev::check_table_size(size).map_err(|e| e.to_string())
+/// Where the objects come from.
+enum Mode {
+    Standalone(standalone::Options),
+    Kubernetes(kubernetes::Options, kube::Client),
 }
 
-/// Parses `FIRST-LAST`.
-fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (first, last) = text
-        .split_once('-')
-        .ok_or("expected FIRST-LAST, e.g. 30000-32767")?;
-    let first: u16 = first.trim().parse().map_err(|e| format!("first port: {e}"))?;
-    let last: u16 = last.trim().parse().map_err(|e| format!("last port: {e}"))?;
-    if first == 0 || first > last {
-        return Err(format!("{first}-{last} is not a range of ports"));
-    }
-    Ok(first..=last)
+/// A full pass this often repairs whatever drifted in the maps (kube-proxy
+/// resyncs on a period too).
+const RESYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Longest wait between attempts to restart a failed watch: client-go's
+/// reflector backs off to 30 s as well.
+const MAX_WATCH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One line with what this agent is and does; the node's addresses follow
+/// once its Node object is seen (logged by the syncer).
+fn log_start(settings: &Settings, listeners: &Listeners) {
+    let mode = match &settings.device {
+        Some(_) => "socket-lb+tc",
+        None => "socket-lb",
+    };
+    let source = match &settings.source {
+        Source::Manifests(dir) => format!("manifests {}", dir.display()),
+        Source::Kubernetes {
+            kubeconfig: Some(path),
+        } => format!("kubeconfig {}", path.display()),
+        Source::Kubernetes { kubeconfig: None } => "in-cluster".to_owned(),
+    };
+    let algorithm = match settings.lb_algorithm {
+        Algorithm::Random => "random",
+        Algorithm::Maglev => "maglev",
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node = settings.node_name.as_deref().unwrap_or("(none)"),
+        ip_family = "ipv4",
+        datapath = mode,
+        devices = ?settings.device.as_slice(),
+        lb_algorithm = algorithm,
+        masquerade = settings.masquerade,
+        %source,
+        config_file = %settings
+            .config_file
+            .as_ref()
+            .map_or_else(|| "(none)".to_owned(), |p| p.display().to_string()),
+        health = ?settings.health_address,
+        metrics = ?settings.metrics_address,
+        listening = ?listeners.addresses(),
+        poll_interval = ?settings.poll_interval,
+        "weir-agent starting"
+    );
 }
 
 /// Completes on SIGINT or SIGTERM.

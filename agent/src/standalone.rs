@@ -4,11 +4,12 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use crate::maps::{LbMaps, MasqMaps};
+use crate::ops::Ops;
 use crate::source::{Objects, dir};
 use crate::status::{self, Status};
 use crate::sync::Syncer;
@@ -26,6 +27,10 @@ pub struct Options {
 
 /// Runs until `shutdown` completes. Never gives up on errors: bad manifests
 /// are reported and skipped, failed writes are retried.
+///
+/// Each tick tells the syncer's [`crate::ops::Ops`] the loop is alive; a
+/// complete pass records the time since the directory change it programs
+/// was first seen (the first pass: since the loop started).
 pub async fn run<M: LbMaps, Q: MasqMaps>(
     options: &Options,
     syncer: &mut Syncer<M, Q>,
@@ -34,21 +39,28 @@ pub async fn run<M: LbMaps, Q: MasqMaps>(
     tokio::pin!(shutdown);
     let mut seen = None;
     let mut dirty = true;
+    // When the oldest change not yet programmed was noticed.
+    let mut changed_at = Some(Instant::now());
     let mut status = Status::default();
     loop {
+        syncer.ops().alive();
         match dir::fingerprint(&options.manifests) {
             Ok(now) if seen.as_ref() != Some(&now) => {
                 seen = Some(now);
                 dirty = true;
+                changed_at.get_or_insert_with(Instant::now);
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "manifest directory unreadable; keeping the programmed state"),
         }
         if dirty
-            && let Some(objects) = read(options)
+            && let Some(objects) = read(options, syncer.ops())
             && syncer.sync(&objects, &mut status).await
         {
             dirty = false;
+            if let Some(at) = changed_at.take() {
+                syncer.ops().observe_programming(at);
+            }
             status.generation += 1;
             info!(generation = status.generation, "in sync with the manifests");
             if let Some(path) = &options.status_file
@@ -65,11 +77,12 @@ pub async fn run<M: LbMaps, Q: MasqMaps>(
 }
 
 /// Reads the manifests, reporting documents that cannot be used.
-fn read(options: &Options) -> Option<Objects> {
+fn read(options: &Options, ops: &Ops) -> Option<Objects> {
     match dir::read(&options.manifests) {
         Ok((objects, document_errors)) => {
             for e in &document_errors {
                 warn!(error = %e, "skipping manifest document");
+                ops.object_skipped("document");
             }
             Some(objects)
         }

@@ -3,7 +3,9 @@
 //! health-check servers). The source that produced the objects does not
 //! matter: this is the single code path after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
 use tracing::{info, warn};
@@ -12,7 +14,8 @@ use weir_common::IPPROTO_UDP;
 use crate::cni_config::CniConfig;
 use crate::desired::{self, NodeState, Scope};
 use crate::healthcheck::HealthServers;
-use crate::maps::{LbMaps, MasqMaps};
+use crate::maps::{self, LbMaps, MasqMaps};
+use crate::ops::Ops;
 use crate::reconcile::{Reconciler, masq};
 use crate::routes::{self, NetlinkRoutes, Target};
 use crate::sockterm::SocketTerminator;
@@ -52,6 +55,14 @@ pub struct Syncer<M, Q> {
     removed_backends: Vec<weir_common::Backend4>,
     /// Aborts connected UDP sockets of removed backends; `None`: leave them.
     sockets: Option<SocketTerminator>,
+    /// Health and metrics.
+    ops: Ops,
+    /// What failed in the current pass (the not-ready reason).
+    failures: Vec<String>,
+    /// This node's address and podCIDR as last logged.
+    node_seen: Option<(Option<Ipv4Addr>, Option<Ipv4Network>)>,
+    /// Objects the last pass left out, and why.
+    skipped: Vec<desired::ObjectError>,
 }
 
 impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
@@ -74,7 +85,38 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             health: HealthServers::default(),
             removed_backends: Vec::new(),
             sockets: None,
+            ops: Ops::default(),
+            failures: Vec::new(),
+            node_seen: None,
+            skipped: Vec::new(),
         }
+    }
+
+    /// The objects the last pass left out, and why (e.g. to publish
+    /// Kubernetes Events for them).
+    #[must_use]
+    pub fn skipped(&self) -> &[desired::ObjectError] {
+        &self.skipped
+    }
+
+    /// Records health and metrics into `ops` (otherwise into a private
+    /// handle nobody reads).
+    #[must_use]
+    pub fn with_ops(mut self, ops: Ops) -> Self {
+        self.ops = ops;
+        self
+    }
+
+    /// The health and metrics handle the syncer records into.
+    #[must_use]
+    pub fn ops(&self) -> &Ops {
+        &self.ops
+    }
+
+    /// A reconciler failed: counted, and named in the not-ready reason.
+    fn failed(&mut self, reconciler: &str, reason: &str, message: String) {
+        self.ops.reconcile_error(reconciler, reason);
+        self.failures.push(message);
     }
 
     /// Also aborts the connected UDP sockets socket-LB pointed at a backend
@@ -87,14 +129,34 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
 
     /// Brings everything to what `objects` say. Returns whether all of it is
     /// now in place (otherwise call again: every step is idempotent).
+    ///
+    /// Readiness follows the result: ready after a complete pass, not ready
+    /// (with what failed) after one that was not.
     pub async fn sync(&mut self, objects: &Objects, status: &mut Status) -> bool {
+        let started = Instant::now();
+        self.failures.clear();
+        let ok = self.sync_all(objects, status).await;
+        self.ops.observe_sync(started.elapsed(), ok);
+        let reason = if self.failures.is_empty() {
+            "sync pass incomplete".to_owned()
+        } else {
+            self.failures.join("; ")
+        };
+        self.ops.set_ready(ok, &reason);
+        ok
+    }
+
+    async fn sync_all(&mut self, objects: &Objects, status: &mut Status) -> bool {
+        self.skipped.clear();
         let node_state = self.node.as_ref().map(|node| {
             let (state, errors) = desired::compute_nodes(&objects.nodes, &node.name);
-            for e in &errors {
-                warn!(error = %e, "skipping object");
-            }
+            state_errors(&self.ops, &errors);
+            self.skipped.extend(errors);
             state
         });
+        if let Some(state) = &node_state {
+            self.log_node(state);
+        }
         let local = node_state.as_ref().and_then(|s| s.local.as_ref());
         let scope = Scope {
             node_name: self.node.as_ref().map(|n| n.name.clone()),
@@ -103,19 +165,43 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             ..self.settings.clone()
         };
         let (desired, errors) = desired::compute(&objects.services, &objects.slices, &scope);
-        for e in &errors {
-            warn!(error = %e, "skipping object");
-        }
+        state_errors(&self.ops, &errors);
+        self.skipped.extend(errors);
         let mut ok = self.apply_lb(&desired, status);
         ok &= self.forget_removed_udp_flows();
         self.health.update(&desired.health_checks).await;
         if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
-            ok &= ensure_forwarding();
+            if !ensure_forwarding() {
+                self.failed("forwarding", "sysctl", "IPv4 forwarding is off".to_owned());
+                ok = false;
+            }
             ok &= self.apply_routes(state, &node, status).await;
             ok &= self.apply_masquerade(state, &node);
-            ok &= write_cni_config(state, &node, status);
+            if let Err(e) = write_cni_config(state, &node, status) {
+                self.failed("cni_config", "io", format!("CNI config: {e}"));
+                ok = false;
+            }
         }
         ok
+    }
+
+    /// Logs this node's address and podCIDR when first known and when they
+    /// change: they come from the Node object, not from the settings.
+    fn log_node(&mut self, state: &NodeState) {
+        let local = state.local.as_ref();
+        let now = (local.and_then(|l| l.internal_ip), local.and_then(|l| l.pod_cidr));
+        if self.node_seen == Some(now) {
+            return;
+        }
+        self.node_seen = Some(now);
+        let name = self.node.as_ref().map_or("", |n| n.name.as_str());
+        info!(
+            node = name,
+            node_ip = %now.0.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+            pod_cidr = %now.1.map_or_else(|| "unknown".to_owned(), |cidr| cidr.to_string()),
+            ip_family = "ipv4",
+            "this node's addresses"
+        );
     }
 
     fn apply_lb(&mut self, desired: &desired::DesiredState, status: &mut Status) -> bool {
@@ -125,6 +211,9 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
                     .extend(summary.removed_backends.iter().copied());
                 status.frontends = summary.frontends;
                 status.backends = summary.backends;
+                let services: BTreeSet<_> = desired.frontends.values().map(|f| &f.service).collect();
+                self.ops
+                    .programmed(services.len(), summary.frontends, summary.backends);
                 info!(
                     frontends = summary.frontends,
                     backends = summary.backends,
@@ -136,6 +225,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             }
             Err(e) => {
                 warn!(error = %e, "load balancer reconcile failed; retrying");
+                self.failed("lb", map_reason(&e), format!("load balancer: {e}"));
                 false
             }
         }
@@ -153,6 +243,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
                 Ok(_) => {}
                 Err(e) => {
                     warn!(error = %e, "cannot clear UDP flows of a removed backend; retrying");
+                    self.failed("udp_flows", map_reason(&e), format!("UDP flows: {e}"));
                     return false;
                 }
             }
@@ -170,6 +261,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
 
     async fn apply_routes(&mut self, state: &NodeState, node: &NodeOptions, status: &mut Status) -> bool {
         let Some(table) = self.routes.as_mut() else {
+            self.failed("routes", "unavailable", "node routes: no route table".to_owned());
             return false;
         };
         let mut desired: BTreeMap<Ipv4Network, Target> = state
@@ -196,6 +288,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             }
             Err(e) => {
                 warn!(error = %e, "node route reconcile failed; retrying");
+                self.failed("routes", "netlink", format!("node routes: {e}"));
                 false
             }
         }
@@ -208,6 +301,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             Ok(()) => true,
             Err(e) => {
                 warn!(error = %e, "masquerade reconcile failed; retrying");
+                self.failed("masquerade", map_reason(&e), format!("masquerade: {e}"));
                 false
             }
         }
@@ -233,23 +327,42 @@ fn ensure_forwarding() -> bool {
     }
 }
 
-fn write_cni_config(state: &NodeState, node: &NodeOptions, status: &mut Status) -> bool {
+/// Counts and logs the objects the desired state leaves out.
+fn state_errors(ops: &Ops, errors: &[desired::ObjectError]) {
+    for e in errors {
+        warn!(error = %e, "skipping object");
+        ops.object_skipped(e.object.kind);
+    }
+}
+
+/// The `reason` label of a map error: `map_full` tells the operator which
+/// setting to raise.
+fn map_reason(e: &maps::Error) -> &'static str {
+    match e {
+        maps::Error::Full { .. } => "map_full",
+        maps::Error::Map { .. } => "map_error",
+        maps::Error::Missing(_) => "map_missing",
+        maps::Error::Injected(_) => "injected",
+    }
+}
+
+fn write_cni_config(state: &NodeState, node: &NodeOptions, status: &mut Status) -> std::io::Result<()> {
     let pod_cidr = state.local.as_ref().and_then(|local| local.pod_cidr);
     status.pod_cidr = pod_cidr.map(|c| c.to_string());
     let Some(pod_cidr) = pod_cidr else {
         // No podCIDR yet: no conflist, so the runtime creates no pods here.
         warn!(node = %node.name, "this node has no Node object with an IPv4 podCIDR yet");
-        return true;
+        return Ok(());
     };
     match node.cni.write(pod_cidr) {
         Ok(true) => {
             info!(path = %node.cni.path().display(), %pod_cidr, "CNI config written");
-            true
+            Ok(())
         }
-        Ok(false) => true,
+        Ok(false) => Ok(()),
         Err(e) => {
             warn!(error = %e, path = %node.cni.path().display(), "cannot write CNI config; retrying");
-            false
+            Err(e)
         }
     }
 }

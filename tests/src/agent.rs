@@ -55,6 +55,9 @@ pub struct AgentOptions {
     pub node: Option<AgentNode>,
     /// More flags, appended as given (e.g. `--device eth0`).
     pub extra_args: Vec<String>,
+    /// Watch the API server of this kubeconfig (Kubernetes mode) instead of
+    /// reading the manifest directory.
+    pub kubeconfig: Option<PathBuf>,
     /// Start it in a session of its own, to outlive this process (the
     /// persistent lab).
     pub detached: bool,
@@ -120,10 +123,12 @@ impl Agent {
                 .arg("--cni-data-dir")
                 .arg(&node.cni_data_dir);
         }
+        command.args(&options.extra_args);
+        match &options.kubeconfig {
+            Some(kubeconfig) => command.arg("--kubeconfig").arg(kubeconfig),
+            None => command.arg("--manifests").arg(&paths.manifests),
+        };
         command
-            .args(&options.extra_args)
-            .arg("--manifests")
-            .arg(&paths.manifests)
             .arg("--bpffs")
             .arg(&paths.bpffs)
             .arg("--cgroup")
@@ -197,6 +202,23 @@ impl Agent {
         }
     }
 
+    /// Waits up to `timeout` for the agent to exit on its own (e.g. refusing
+    /// a bad configuration); kills it and fails if it does not.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(exit) = self.exited.or(self.child.try_wait()?) {
+                self.exited = Some(exit);
+                return Ok(exit);
+            }
+            if Instant::now() > deadline {
+                let _ = self.kill();
+                bail!("weir-agent still ran after {timeout:?}\n{}", self.log_excerpt());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the agent process is still running.
     pub fn is_running(&mut self) -> bool {
         if self.exited.is_none() {
@@ -241,6 +263,19 @@ impl Agent {
         let exit = self.child.wait()?;
         self.exited = Some(exit);
         Ok(exit)
+    }
+
+    /// Freezes (`false`: SIGSTOP) or thaws (`true`: SIGCONT) the agent: a
+    /// frozen agent misses what happens meanwhile, as one stuck on a busy
+    /// node would, and catches up when thawed.
+    pub fn set_running(&self, running: bool) -> Result<()> {
+        let signal = if running { libc::SIGCONT } else { libc::SIGSTOP };
+        let pid = libc::pid_t::try_from(self.child.id()).context("agent pid out of range")?;
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("signalling the agent");
+        }
+        Ok(())
     }
 
     /// The agent's whole log so far.

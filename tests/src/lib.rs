@@ -35,8 +35,10 @@
 //! links, routes).
 
 mod agent;
+pub mod apiserver;
 mod bins;
 mod bpffs;
+pub mod bpfmap;
 mod cgroup;
 mod cluster;
 pub mod cmd;
@@ -58,8 +60,8 @@ pub use bins::{BIN_DIR_ENV, Binaries};
 pub use bpffs::BpfFs;
 pub use cgroup::Cgroup;
 pub use cluster::{
-    Access, Applied, Change, Cluster, ClusterConfig, DEFAULT_NODES, EXTERNAL_ADDRESS, MAX_NODES,
-    NODE_PREFIX_LEN, Origin, UPLINK, node_address, node_pod_cidr,
+    API_SERVER_ADDRESS, API_SERVER_PORT, Access, Applied, Change, Cluster, ClusterConfig, DEFAULT_NODES,
+    EXTERNAL_ADDRESS, MAX_NODES, NODE_PREFIX_LEN, Origin, UPLINK, node_address, node_pod_cidr,
 };
 pub use cni::{CNI_VERSION, Cni, CniCommand, CniError, CniInterface, CniIp, CniOutput, CniResult, CniRoute};
 pub use leftovers::{cleanup_leftovers, cleanup_once};

@@ -8,6 +8,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
+
+use crate::apiserver::ApiClient;
 use serde_json::{Value, json};
 
 /// A ClusterIP Service with one TCP port and the ready endpoints behind it.
@@ -100,6 +102,9 @@ impl ServiceSpec {
 pub struct ManifestDir {
     dir: PathBuf,
     scratch: PathBuf,
+    /// The API server stand-in every change is also applied to (the
+    /// agents of a Kubernetes-mode cluster watch it, not the directory).
+    api: Option<ApiClient>,
 }
 
 impl ManifestDir {
@@ -107,7 +112,20 @@ impl ManifestDir {
     /// created until [`ManifestDir::create_dirs`].
     #[must_use]
     pub fn new(dir: PathBuf, scratch: PathBuf) -> Self {
-        ManifestDir { dir, scratch }
+        ManifestDir {
+            dir,
+            scratch,
+            api: None,
+        }
+    }
+
+    /// The same directory, whose every write and removal is also applied to
+    /// the API server `api`: one place where objects change, two ways for
+    /// agents to see them.
+    #[must_use]
+    pub fn mirrored_to(mut self, api: ApiClient) -> Self {
+        self.api = Some(api);
+        self
     }
 
     /// Creates both directories (empty).
@@ -129,7 +147,13 @@ impl ManifestDir {
         let temporary = self.scratch.join(file_name);
         std::fs::write(&temporary, contents).with_context(|| format!("writing {}", temporary.display()))?;
         let target = self.dir.join(file_name);
-        std::fs::rename(&temporary, &target).with_context(|| format!("renaming into {}", target.display()))
+        std::fs::rename(&temporary, &target)
+            .with_context(|| format!("renaming into {}", target.display()))?;
+        if let Some(api) = &self.api {
+            api.apply(contents)
+                .with_context(|| format!("applying {file_name} to the API server"))?;
+        }
+        Ok(())
     }
 
     /// The content of `file_name`, if it exists.
@@ -156,6 +180,12 @@ impl ManifestDir {
 
     /// Removes `file_name`; missing is success.
     pub fn remove(&self, file_name: &str) -> Result<()> {
+        if let Some(api) = &self.api
+            && let Some(text) = self.read(file_name)
+        {
+            api.delete_documents(&text)
+                .with_context(|| format!("deleting the objects of {file_name} from the API server"))?;
+        }
         match std::fs::remove_file(self.dir.join(file_name)) {
             Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
                 Err(err).with_context(|| format!("removing {file_name} from {}", self.dir.display()))

@@ -196,6 +196,13 @@ impl Node {
         &self.dir
     }
 
+    /// The node's bpffs: the agent pins its maps and links here, and a
+    /// test may open them (root only; touches no network).
+    #[must_use]
+    pub fn bpffs_path(&self) -> &Path {
+        self.bpffs.path()
+    }
+
     /// The node's InternalIP on the fabric (`None` for a standalone node).
     #[must_use]
     pub fn address(&self) -> Option<Ipv4Addr> {
@@ -293,6 +300,45 @@ impl Node {
             .with_context(|| format!("no pod {namespace}/{name} on {}", self.name))?;
         let pod = self.pods.remove(index);
         pod.remove(self.cni.as_ref(), &mut self.servers)
+    }
+
+    /// The agent's flags beyond the paths and node flags the harness
+    /// passes (e.g. `--map-size-services 6`, `--config FILE`); they apply
+    /// from the next start.
+    pub fn agent_args_mut(&mut self) -> &mut Vec<String> {
+        &mut self.agent_options.extra_args
+    }
+
+    /// Starts the agent and returns without waiting for a reconcile (e.g.
+    /// to see it refuse its configuration).
+    pub fn start_agent_nowait(&mut self) -> Result<()> {
+        self.launch_agent()
+    }
+
+    /// Waits for the agent to exit on its own; see [`Agent::wait_for_exit`].
+    pub fn wait_for_agent_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.agent
+            .as_mut()
+            .context("the agent was never started")?
+            .wait_for_exit(timeout)
+    }
+
+    /// `GET http://127.0.0.1:<port><path>` from inside the node netns (curl,
+    /// as an HTTP probe of the kubelet would ask): the status code and body.
+    /// The node's own loopback: nothing leaves the node netns.
+    pub fn http_get(&self, port: u16, path: &str) -> Result<(u16, String)> {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let out = crate::cmd::nsenter(&self.netns.path(), "curl")
+            .args(["-s", "-m", "5", "-w", "\n%{http_code}", &url])
+            .output()
+            .with_context(|| format!("running curl {url} in {}", self.name))?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        let code = code
+            .trim()
+            .parse()
+            .with_context(|| format!("curl {url}: no status ({text:?})"))?;
+        Ok((code, body.to_owned()))
     }
 
     /// Unwraps `result` or panics with the error: the way privileged tests fail.

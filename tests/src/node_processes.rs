@@ -205,6 +205,14 @@ impl Node {
         self.agent.as_mut().context("the agent was never started")?.kill()
     }
 
+    /// Freezes or thaws the agent (see [`Agent::set_running`]).
+    pub fn set_agent_running(&self, running: bool) -> Result<()> {
+        self.agent
+            .as_ref()
+            .context("the agent was never started")?
+            .set_running(running)
+    }
+
     /// The agent's log, framed for a failure message (empty if never started).
     #[must_use]
     pub fn agent_log(&self) -> String {

@@ -3,6 +3,7 @@
 //! programs to its uplink, through links pinned in bpffs (see [`links`]).
 
 pub mod links;
+pub mod migrate;
 
 use std::path::{Path, PathBuf};
 
@@ -10,11 +11,13 @@ use std::os::unix::fs::MetadataExt as _;
 
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TcAttachType};
 use aya::{Ebpf, EbpfLoader};
+use tracing::warn;
 use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, REVERSE_SK_MAP, SERVICES_MAP};
 use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
 
 use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
 use links::{Attached, LinkPins};
+use migrate::Plan;
 
 /// The eBPF object built into this binary by `cargo xtask build` (empty when
 /// the agent was built without the BPF toolchain).
@@ -81,6 +84,16 @@ pub enum Error {
     /// The pinned maps could not be opened.
     #[error(transparent)]
     Maps(#[from] maps::Error),
+    /// A pinned map of an older layout or capacity could not be carried
+    /// over; its old pin is left in place for the next start.
+    #[error("cannot migrate the pinned maps under {bpffs}")]
+    Migrate {
+        /// The pin directory.
+        bpffs: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<migrate::Error>,
+    },
     /// A link could not be attached, adopted or pinned.
     #[error("cannot set up the link pinned at {pin}")]
     Link {
@@ -96,7 +109,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Capacities of the maps that grow with the cluster. A map already pinned
-/// with another capacity is refused at load (a resize is a migration).
+/// with another capacity is migrated into one of this size at load (see
+/// [`migrate`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
     /// Service map entries: frontends × (backends + 1).
@@ -147,6 +161,8 @@ pub struct LoadReport {
     pub attached: usize,
     /// Pins of an earlier configuration removed (detached).
     pub pruned: Vec<PathBuf>,
+    /// Pinned maps of an older layout or capacity carried over.
+    pub migrated: Vec<migrate::Migrated>,
 }
 
 impl Datapath {
@@ -162,7 +178,7 @@ impl Datapath {
         cgroup: &Path,
         uplink: Option<&str>,
     ) -> Result<(Self, DatapathMaps, LoadReport)> {
-        let (mut datapath, maps) = Self::open(object, bpffs, sizes)?;
+        let (mut datapath, maps, plan) = Self::open_migrating(object, bpffs, sizes)?;
         let pin_error = |pin: &Path| {
             let pin = pin.to_owned();
             move |source| Error::Link { pin, source }
@@ -182,16 +198,44 @@ impl Datapath {
             }
         }
         report.pruned = pins.prune().map_err(pin_error(&bpffs.join("links")))?;
+        // The new programs run now: the old maps' last entries can follow.
+        report.migrated = plan.finish().map_err(migrate_error(bpffs))?;
         Ok((datapath, maps, report))
     }
 
     /// Loads `object` into the kernel and pins its maps under `bpffs`,
     /// attaching nothing: the maps can be written and the programs run with
-    /// `BPF_PROG_TEST_RUN` (tests, benchmarks).
+    /// `BPF_PROG_TEST_RUN` (tests, benchmarks). Pinned maps of an older
+    /// layout or capacity are migrated.
     pub fn open(object: &[u8], bpffs: &Path, sizes: &MapSizes) -> Result<(Self, DatapathMaps)> {
+        let (datapath, maps, plan) = Self::open_migrating(object, bpffs, sizes)?;
+        plan.finish().map_err(migrate_error(bpffs))?;
+        Ok((datapath, maps))
+    }
+
+    /// [`Self::open`], with the migrations copied but their old pins kept
+    /// until the caller's [`Plan::finish`].
+    fn open_migrating(object: &[u8], bpffs: &Path, sizes: &MapSizes) -> Result<(Self, DatapathMaps, Plan)> {
         if object.is_empty() {
             return Err(Error::NoObject);
         }
+        let mut plan = Plan::prepare(bpffs, sizes).map_err(migrate_error(bpffs))?;
+        let opened = Self::open_object(object, bpffs, sizes).and_then(|opened| {
+            plan.copy().map_err(migrate_error(bpffs))?;
+            Ok(opened)
+        });
+        match opened {
+            Ok((datapath, maps)) => Ok((datapath, maps, plan)),
+            Err(e) => {
+                for pin in plan.rollback() {
+                    warn!(pin = %pin.display(), "cannot put a map moved aside for a resize back");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn open_object(object: &[u8], bpffs: &Path, sizes: &MapSizes) -> Result<(Self, DatapathMaps)> {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs)
             .map_max_entries(SERVICES_MAP, sizes.services)
@@ -297,6 +341,14 @@ where
         })?
         .try_into()
         .map_err(program_error(name))
+}
+
+fn migrate_error(bpffs: &Path) -> impl FnOnce(migrate::Error) -> Error {
+    let bpffs = bpffs.to_owned();
+    move |source| Error::Migrate {
+        bpffs,
+        source: Box::new(source),
+    }
 }
 
 fn program_error(name: &'static str) -> impl FnOnce(aya::programs::ProgramError) -> Error {

@@ -7,11 +7,43 @@ use super::{L4Addr, ServiceName};
 #[derive(Debug, thiserror::Error)]
 #[error("{object}: {reason}")]
 pub struct ObjectError {
-    /// `Kind namespace/name`.
-    pub object: String,
+    /// The object.
+    pub object: ObjectRef,
     /// What is wrong with it.
     #[source]
     pub reason: Reason,
+}
+
+/// Names an object: enough to log it and to attach a Kubernetes Event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    /// `Service`, `EndpointSlice`, `Node`, ...
+    pub kind: &'static str,
+    /// Namespace; `None` for cluster-scoped kinds.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The `apiVersion` of [`Self::kind`].
+    #[must_use]
+    pub fn api_version(&self) -> &'static str {
+        match self.kind {
+            "EndpointSlice" => "discovery.k8s.io/v1",
+            "NetworkPolicy" => "networking.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
 }
 
 /// Why an object, or part of it, was skipped.

@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 pub use endpoints::{Endpoint, select};
-pub use error::{ObjectError, Reason};
+pub use error::{ObjectError, ObjectRef, Reason};
 pub use node::{LocalNode, NodeRoute, NodeState, compute_nodes};
 pub use service::compute;
 

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use k8s_openapi::api::core::v1::Node;
 
-use super::{ObjectError, Reason};
+use super::{ObjectError, ObjectRef, Reason};
 
 /// This node, as its Node object describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +79,11 @@ pub fn compute_nodes(nodes: &[Node], this_node: &str) -> (NodeState, Vec<ObjectE
 
     for node in sorted {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let object = format!("Node {name}");
+        let object = ObjectRef {
+            kind: "Node",
+            namespace: None,
+            name: name.clone(),
+        };
         let pod_cidr = match pod_cidr(node) {
             Ok(cidr) => cidr,
             Err(reason) => {
@@ -211,7 +215,7 @@ mod tests {
         let (state, errors) = compute_nodes(&nodes, "n1");
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(matches!(
-            errors.iter().find(|e| e.object == "Node overlap").unwrap().reason,
+            errors.iter().find(|e| e.object.name == "overlap").unwrap().reason,
             Reason::OverlappingPodCidr { .. }
         ));
         assert_eq!(state.routes.len(), 1);

@@ -9,8 +9,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::endpoints::{self, Endpoint};
 use super::{
-    Algorithm, DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, Protocol, Reason, Scope,
-    ServiceName,
+    Algorithm, DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, ObjectRef, Protocol, Reason,
+    Scope, ServiceName,
 };
 
 /// The label an EndpointSlice carries to say which Service it belongs to.
@@ -61,7 +61,11 @@ struct ServiceBuilder<'a> {
 impl ServiceBuilder<'_> {
     fn error(&mut self, reason: Reason) {
         self.errors.push(ObjectError {
-            object: format!("Service {}", self.name),
+            object: ObjectRef {
+                kind: "Service",
+                namespace: Some(self.name.namespace.clone()),
+                name: self.name.name.clone(),
+            },
             reason,
         });
     }
@@ -320,11 +324,17 @@ fn endpoints_for(
     let want_name = port.name.as_deref().unwrap_or("");
     let mut endpoints = Vec::new();
     for slice in slices {
-        let object = format!(
-            "EndpointSlice {}/{}",
-            slice.metadata.namespace.as_deref().unwrap_or("default"),
-            slice.metadata.name.as_deref().unwrap_or("")
-        );
+        let object = ObjectRef {
+            kind: "EndpointSlice",
+            namespace: Some(
+                slice
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
+            name: slice.metadata.name.clone().unwrap_or_default(),
+        };
         for slice_port in slice.ports.iter().flatten() {
             if slice_port.name.as_deref().unwrap_or("") != want_name {
                 continue;

@@ -8,7 +8,7 @@ use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData};
 use ipnetwork::Ipv4Network;
 use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
-use weir_common::{Backend4, IPPROTO_UDP, MasqConfig, Nat4Key, NatRewrite};
+use weir_common::{Backend4, IPPROTO_UDP, MasqConfig, Nat4Entry, Nat4Key, NatRewrite};
 
 use super::pinned::{ignore_missing, map_err};
 use super::{Error, Result};
@@ -34,7 +34,7 @@ pub trait MasqMaps {
 pub struct PinnedMasqMaps {
     config: Array<MapData, MasqConfig>,
     skip: LpmTrie<MapData, u32, u8>,
-    nat: HashMap<MapData, Nat4Key, NatRewrite>,
+    nat: HashMap<MapData, Nat4Key, Nat4Entry>,
 }
 
 impl PinnedMasqMaps {
@@ -96,8 +96,8 @@ impl MasqMaps for PinnedMasqMaps {
     fn forget_udp_flows(&mut self, backend: &Backend4) -> Result<usize> {
         let mut stale = Vec::new();
         for entry in &self.nat {
-            let (key, rewrite) = entry.map_err(map_err(NAT_MAP, "iterate"))?;
-            if key.proto == IPPROTO_UDP && involves(&key, &rewrite, *backend) {
+            let (key, value) = entry.map_err(map_err(NAT_MAP, "iterate"))?;
+            if key.proto == IPPROTO_UDP && involves(&key, &value.rewrite, *backend) {
                 stale.push(key);
             }
         }

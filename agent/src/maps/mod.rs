@@ -1,10 +1,12 @@
 //! The load-balancer maps as the reconciler sees them: one trait, a real
 //! implementation over pinned eBPF maps and an in-memory fake for unit tests.
 
+pub mod dump;
 mod fake;
 mod masq;
 mod pinned;
 
+pub use dump::{MapDump, dump_pinned};
 pub use fake::FakeLbMaps;
 pub use masq::{MasqMaps, PinnedMasqMaps};
 pub use pinned::PinnedLbMaps;

@@ -64,6 +64,12 @@ impl<M: LbMaps> Reconciler<M> {
         &self.maps
     }
 
+    /// The maps, to arrange a test.
+    #[cfg(test)]
+    pub(crate) fn maps_mut(&mut self) -> &mut M {
+        &mut self.maps
+    }
+
     /// Brings the maps to `desired`. Entries the maps hold but `desired` does
     /// not are pruned, so call this only with a complete desired state.
     pub fn reconcile(&mut self, desired: &DesiredState) -> maps::Result<Summary> {

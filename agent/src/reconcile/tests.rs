@@ -239,3 +239,34 @@ fn maglev_frontends_get_a_table_of_their_backend_ids_and_lose_it_with_them() {
     rec.reconcile(&desired).unwrap();
     assert!(rec.maps().maglev.is_empty());
 }
+
+#[test]
+fn one_frontend_changing_writes_only_that_frontends_entries() {
+    // An EndpointSlice of one Service changes: the pass must not rewrite the
+    // other Services (at 10k Services a full rewrite per event would be the
+    // whole cost of an event).
+    let other_vip = tcp([10, 96, 0, 20], 443);
+    let others = [tcp([10, 244, 2, 2], 8443), tcp([10, 244, 2, 3], 8443)];
+    let mut rec = Reconciler::new(FakeLbMaps::default());
+    rec.reconcile(&state(&[(vip(), &three()), (other_vip, &others)]))
+        .unwrap();
+    let untouched = |maps: &FakeLbMaps| {
+        maps.services
+            .iter()
+            .filter(|(k, _)| k.address == u32::from(other_vip.ip).to_be())
+            .map(|(k, v)| (*k, *v))
+            .collect::<Vec<_>>()
+    };
+    let before = untouched(rec.maps());
+    rec.maps_mut().log.clear();
+
+    let mut grown = three();
+    grown.push(tcp([10, 244, 1, 5], 8080));
+    let summary = rec
+        .reconcile(&state(&[(vip(), &grown), (other_vip, &others)]))
+        .unwrap();
+    // The new backend, its slot, and the master's count: nothing else.
+    assert_eq!((summary.updated, summary.deleted), (3, 0));
+    assert_eq!(rec.maps().log, ["put_backend", "put_service", "put_service"]);
+    assert_eq!(untouched(rec.maps()), before);
+}

@@ -141,6 +141,11 @@ fn add_object(value: serde_yaml::Value, objects: &mut Objects) -> std::result::R
         ("v1", "Service") => objects.services.push(typed(value, "Service")?),
         ("discovery.k8s.io/v1", "EndpointSlice") => objects.slices.push(typed(value, "EndpointSlice")?),
         ("v1", "Node") => objects.nodes.push(typed(value, "Node")?),
+        ("v1", "Pod") => objects.pods.push(typed(value, "Pod")?),
+        ("v1", "Namespace") => objects.namespaces.push(typed(value, "Namespace")?),
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            objects.network_policies.push(typed(value, "NetworkPolicy")?);
+        }
         ("v1", "List") => {
             let items = value
                 .get("items")
@@ -158,18 +163,22 @@ fn add_object(value: serde_yaml::Value, objects: &mut Objects) -> std::result::R
             }
         }
         (_, "") => return Err("not a Kubernetes object: no kind".into()),
-        // Other kinds (Deployments, Pods, ...) may share the directory; the
-        // load balancer has no use for them.
+        // Other kinds (Deployments, ConfigMaps, ...) may share the
+        // directory; the agent has no use for them.
         _ => {}
     }
     Ok(())
 }
 
-fn typed<T: serde::de::DeserializeOwned>(
-    value: serde_yaml::Value,
-    kind: &str,
-) -> std::result::Result<T, String> {
-    serde_yaml::from_value(value).map_err(|e| format!("invalid {kind}: {e}"))
+/// The object, trimmed as the Kubernetes source trims what it stores.
+fn typed<T>(value: serde_yaml::Value, kind: &str) -> std::result::Result<T, String>
+where
+    T: serde::de::DeserializeOwned
+        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let mut object: T = serde_yaml::from_value(value).map_err(|e| format!("invalid {kind}: {e}"))?;
+    super::trim(&mut object);
+    Ok(object)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub mod lb;
 pub mod nat;
 
 pub use lb::{Backend4, BackendId, Service4Key, Service4Value};
-pub use nat::{MasqConfig, Nat4Key, NatRewrite};
+pub use nat::{MasqConfig, Nat4Entry, Nat4Key, NatRewrite};
 
 /// `IPPROTO_TCP`, as found in `bpf_sock_addr.protocol`.
 pub const IPPROTO_TCP: u8 = 6;

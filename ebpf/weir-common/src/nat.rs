@@ -18,11 +18,20 @@
 //!
 //! A flow idle long enough to be evicted by the LRU simply gets a fresh
 //! mapping; established TCP flows are refreshed by every packet.
+//!
+//! Layout history: v1 (`weir_nat4_v1`) held a bare [`NatRewrite`]; v2 adds
+//! what the operator's conntrack view needs — why the entry exists, which
+//! side of the flow it translates, when it was created and last used
+//! ([`Nat4Entry`]). The agent migrates a pinned v1 table on start, so an
+//! upgrade keeps every established flow.
 
-/// Name of the translation table: `BPF_MAP_TYPE_LRU_HASH`, [`Nat4Key`] → [`NatRewrite`].
-pub const NAT_MAP: &str = "weir_nat4_v1";
+/// Name of the translation table: `BPF_MAP_TYPE_LRU_HASH`, [`Nat4Key`] → [`Nat4Entry`].
+pub const NAT_MAP: &str = "weir_nat4_v2";
 /// Capacity of [`NAT_MAP`] (two entries per flow).
 pub const NAT_MAP_CAPACITY: u32 = 262_144;
+/// Name of the previous layout of the translation table: `BPF_MAP_TYPE_LRU_HASH`,
+/// [`Nat4Key`] → [`NatRewrite`]. Only read, to migrate it into [`NAT_MAP`].
+pub const NAT_MAP_V1: &str = "weir_nat4_v1";
 /// Name of the masquerade configuration: `BPF_MAP_TYPE_ARRAY` of one [`MasqConfig`].
 pub const MASQ_CONFIG_MAP: &str = "weir_masq_cfg_v1";
 /// Name of the destinations never masqueraded: `BPF_MAP_TYPE_LPM_TRIE`,
@@ -82,6 +91,64 @@ pub struct NatRewrite {
     pub dport: u16,
 }
 
+/// Value of [`NAT_MAP`]: a rewrite and what the conntrack view shows of it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Nat4Entry {
+    /// What the packet becomes.
+    pub rewrite: NatRewrite,
+    /// Why the flow is translated: [`NAT_ORIGIN_MASQ`], [`NAT_ORIGIN_NODEPORT`],
+    /// or [`NAT_ORIGIN_UNKNOWN`] (migrated from v1, which did not record it).
+    pub origin: u8,
+    /// [`NAT_F_REPLY`], [`NAT_F_SNAT`], [`NAT_F_MIGRATED`].
+    pub flags: u8,
+    /// Explicit padding; always zero.
+    pub pad: [u8; 2],
+    /// `bpf_ktime_get_ns()` (`CLOCK_MONOTONIC`) when the flow was set up;
+    /// 0 when unknown (migrated).
+    pub created_ns: u64,
+    /// `bpf_ktime_get_ns()` of the last packet, refreshed at most every
+    /// [`NAT_REFRESH_NS`] so a busy flow does not write its entry per packet.
+    pub last_seen_ns: u64,
+}
+
+/// [`Nat4Entry::origin`]: not recorded (an entry migrated from v1).
+pub const NAT_ORIGIN_UNKNOWN: u8 = 0;
+/// [`Nat4Entry::origin`]: a pod's flow masqueraded to the node address.
+pub const NAT_ORIGIN_MASQ: u8 = 1;
+/// [`Nat4Entry::origin`]: a connection from outside to a NodePort,
+/// externalIP or LoadBalancer IP.
+pub const NAT_ORIGIN_NODEPORT: u8 = 2;
+
+/// [`Nat4Entry::flags`]: the entry translates the flow's replies.
+pub const NAT_F_REPLY: u8 = 1;
+/// [`Nat4Entry::flags`]: the flow leaves with the node's address as source
+/// (masquerade, or NodePort to a backend on another node).
+pub const NAT_F_SNAT: u8 = 2;
+/// [`Nat4Entry::flags`]: copied from a v1 table by the agent; origin and
+/// creation time are unknown.
+pub const NAT_F_MIGRATED: u8 = 4;
+
+/// How stale [`Nat4Entry::last_seen_ns`] may get before a packet refreshes it.
+pub const NAT_REFRESH_NS: u64 = 1_000_000_000;
+
+impl Nat4Entry {
+    /// The v2 entry of a v1 table's value: same rewrite, marked migrated.
+    /// Origin and age are not known; `last_seen_ns` 0 makes the flow's next
+    /// packet record its time.
+    #[must_use]
+    pub const fn from_v1(rewrite: NatRewrite) -> Self {
+        Self {
+            rewrite,
+            origin: NAT_ORIGIN_UNKNOWN,
+            flags: NAT_F_MIGRATED,
+            pad: [0; 2],
+            created_ns: 0,
+            last_seen_ns: 0,
+        }
+    }
+}
+
 /// Node settings for the uplink programs, written by the agent. The node
 /// address is always set once known (NodePort SNAT needs it); masquerading
 /// is on only with [`MASQ_ENABLED`].
@@ -101,6 +168,7 @@ pub struct MasqConfig {
 
 const _: () = assert!(core::mem::size_of::<Nat4Key>() == 16);
 const _: () = assert!(core::mem::size_of::<NatRewrite>() == 12);
+const _: () = assert!(core::mem::size_of::<Nat4Entry>() == 32);
 const _: () = assert!(core::mem::size_of::<MasqConfig>() == 16);
 
 // SAFETY: repr(C), Copy, integers only, no implicit padding (size asserts).
@@ -108,5 +176,6 @@ const _: () = assert!(core::mem::size_of::<MasqConfig>() == 16);
 mod pod {
     unsafe impl aya::Pod for super::Nat4Key {}
     unsafe impl aya::Pod for super::NatRewrite {}
+    unsafe impl aya::Pod for super::Nat4Entry {}
     unsafe impl aya::Pod for super::MasqConfig {}
 }

@@ -8,7 +8,7 @@ use aya_ebpf::maps::LpmTrie;
 use aya_ebpf::maps::lpm_trie::Key;
 use weir_common::MasqConfig;
 use weir_common::NatRewrite;
-use weir_common::nat::{MASQ_ENABLED, MASQ_SKIP_MAP_CAPACITY, NAT_EGRESS, NAT_INGRESS};
+use weir_common::nat::{MASQ_ENABLED, MASQ_SKIP_MAP_CAPACITY, NAT_EGRESS, NAT_F_SNAT, NAT_INGRESS, NAT_ORIGIN_MASQ};
 
 use crate::nat;
 use crate::packet::Packet;
@@ -46,11 +46,13 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
         packet.sport,
         NAT_INGRESS,
         &back,
+        NAT_ORIGIN_MASQ,
+        NAT_F_SNAT,
     ) else {
         return Outcome::Drop;
     };
     let out = NatRewrite { saddr: config.node_ip, daddr: packet.daddr, sport: port, dport: packet.dport };
-    if nat::insert(&packet.key(NAT_EGRESS), &out).is_err() {
+    if nat::insert(&packet.key(NAT_EGRESS), &nat::entry(&out, NAT_ORIGIN_MASQ, NAT_F_SNAT)).is_err() {
         return Outcome::Drop;
     }
     Outcome::Rewrite(out)

@@ -2,14 +2,14 @@
 //! shared by the uplink programs.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use aya_ebpf::helpers::bpf_get_prandom_u32;
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap};
-use weir_common::nat::{NAT_MAP_CAPACITY, NAT_PORT_MAX, NAT_PORT_MIN};
-use weir_common::{MasqConfig, Nat4Key, NatRewrite};
+use weir_common::nat::{NAT_F_REPLY, NAT_MAP_CAPACITY, NAT_PORT_MAX, NAT_PORT_MIN, NAT_REFRESH_NS};
+use weir_common::{MasqConfig, Nat4Entry, Nat4Key, NatRewrite};
 
-#[map(name = "weir_nat4_v1")]
-static NAT: LruHashMap<Nat4Key, NatRewrite> = LruHashMap::pinned(NAT_MAP_CAPACITY, 0);
+#[map(name = "weir_nat4_v2")]
+static NAT: LruHashMap<Nat4Key, Nat4Entry> = LruHashMap::pinned(NAT_MAP_CAPACITY, 0);
 
 #[map(name = "weir_masq_cfg_v1")]
 static NODE_CONFIG: Array<MasqConfig> = Array::pinned(1, 0);
@@ -24,17 +24,37 @@ pub fn node_config() -> Option<MasqConfig> {
     (config.node_ip != 0).then_some(config)
 }
 
-/// The rewrite for a packet's tuple at one hook, if its flow is known.
+/// The rewrite for a packet's tuple at one hook, if its flow is known; the
+/// entry's last-seen time is refreshed (at most once per `NAT_REFRESH_NS`,
+/// so a busy flow does not dirty its cache line on every packet).
 #[inline(always)]
 pub fn lookup(key: &Nat4Key) -> Option<NatRewrite> {
-    // SAFETY: copied out at once; entries are replaced, never mutated.
-    unsafe { NAT.get(key) }.copied()
+    let entry = NAT.get_ptr_mut(key)?;
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a map value stays valid for the program's run. Only
+    // `last_seen_ns` is written in place (an aligned 8-byte store, so readers
+    // see the old or the new time); the rewrite is only ever replaced whole.
+    unsafe {
+        if now.wrapping_sub((*entry).last_seen_ns) > NAT_REFRESH_NS {
+            (*entry).last_seen_ns = now;
+        }
+        Some((*entry).rewrite)
+    }
+}
+
+/// The table entry of a new flow's `rewrite`, created now.
+#[inline(always)]
+pub fn entry(rewrite: &NatRewrite, origin: u8, flags: u8) -> Nat4Entry {
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    Nat4Entry { rewrite: *rewrite, origin, flags, pad: [0; 2], created_ns: now, last_seen_ns: now }
 }
 
 /// Records a rewrite; fails if the table refuses it.
 #[inline(always)]
-pub fn insert(key: &Nat4Key, rewrite: &NatRewrite) -> Result<(), i32> {
-    NAT.insert(key, rewrite, 0)
+pub fn insert(key: &Nat4Key, entry: &Nat4Entry) -> Result<(), i32> {
+    NAT.insert(key, entry, 0)
 }
 
 /// Reserves a node port for a flow whose packets leave as `node_ip:port →
@@ -43,8 +63,10 @@ pub fn insert(key: &Nat4Key, rewrite: &NatRewrite) -> Result<(), i32> {
 /// random ports of the ephemeral range. The reply entry is inserted with
 /// `BPF_NOEXIST`, which is what makes a port reserved: two CPUs racing for
 /// one port cannot both win. An existing reply entry with the same rewrite
-/// is the same flow (its other entry was evicted) and is reused.
+/// is the same flow (its other entry was evicted) and is reused. The reply
+/// entry records `origin` and `flags` (plus [`NAT_F_REPLY`]).
 #[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "a flow's tuple, taken apart for the verifier")]
 pub fn reserve_port(
     node_ip: u32,
     peer: u32,
@@ -53,7 +75,10 @@ pub fn reserve_port(
     preferred: u16,
     reply_direction: u8,
     reply: &NatRewrite,
+    origin: u8,
+    flags: u8,
 ) -> Option<u16> {
+    let value = entry(reply, origin, flags | NAT_F_REPLY);
     for attempt in 0..PORT_TRIES {
         let port = if attempt == 0 {
             preferred
@@ -74,7 +99,7 @@ pub fn reserve_port(
             direction: reply_direction,
             pad: [0; 2],
         };
-        if NAT.insert(&key, reply, u64::from(BPF_NOEXIST)).is_ok() || lookup(&key).is_some_and(|r| r == *reply) {
+        if NAT.insert(&key, &value, u64::from(BPF_NOEXIST)).is_ok() || lookup(&key).is_some_and(|r| r == *reply) {
             return Some(port);
         }
     }

@@ -8,7 +8,7 @@
 //! Local the agent programs local backends only and nothing is SNATed).
 
 use weir_common::lb::BACKEND_LOCAL;
-use weir_common::nat::{NAT_EGRESS, NAT_INGRESS};
+use weir_common::nat::{NAT_EGRESS, NAT_F_REPLY, NAT_F_SNAT, NAT_INGRESS, NAT_ORIGIN_NODEPORT};
 use weir_common::{MasqConfig, Nat4Key, NatRewrite};
 
 use crate::lb::{Verdict, select_backend};
@@ -43,7 +43,8 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
     };
     // What the reply must become: from the frontend to the client.
     let reply = NatRewrite { saddr: packet.daddr, daddr: packet.saddr, sport: packet.dport, dport: packet.sport };
-    let forward = if backend.flags & BACKEND_LOCAL != 0 {
+    // The forward entry, and whether it moves the source to the node.
+    let (forward, flags) = if backend.flags & BACKEND_LOCAL != 0 {
         // The reply leaves through the uplink as backend → client.
         let reply_key = Nat4Key {
             saddr: backend.address,
@@ -54,10 +55,11 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
             direction: NAT_EGRESS,
             pad: [0; 2],
         };
-        if nat::insert(&reply_key, &reply).is_err() {
+        if nat::insert(&reply_key, &nat::entry(&reply, NAT_ORIGIN_NODEPORT, NAT_F_REPLY)).is_err() {
             return Outcome::Drop;
         }
-        NatRewrite { saddr: packet.saddr, daddr: backend.address, sport: packet.sport, dport: backend.port }
+        let forward = NatRewrite { saddr: packet.saddr, daddr: backend.address, sport: packet.sport, dport: backend.port };
+        (forward, 0)
     } else {
         // The reply arrives on the uplink as backend → node:port.
         let Some(port) = nat::reserve_port(
@@ -68,12 +70,15 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
             packet.sport,
             NAT_INGRESS,
             &reply,
+            NAT_ORIGIN_NODEPORT,
+            NAT_F_SNAT,
         ) else {
             return Outcome::Drop;
         };
-        NatRewrite { saddr: config.node_ip, daddr: backend.address, sport: port, dport: backend.port }
+        let forward = NatRewrite { saddr: config.node_ip, daddr: backend.address, sport: port, dport: backend.port };
+        (forward, NAT_F_SNAT)
     };
-    if nat::insert(&packet.key(NAT_INGRESS), &forward).is_err() {
+    if nat::insert(&packet.key(NAT_INGRESS), &nat::entry(&forward, NAT_ORIGIN_NODEPORT, flags)).is_err() {
         return Outcome::Drop;
     }
     Outcome::Rewrite(forward)

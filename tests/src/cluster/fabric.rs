@@ -53,6 +53,9 @@ pub fn node_pod_cidr(index: usize) -> String {
 pub(crate) struct Fabric {
     pub netns: Netns,
     pub external: Netns,
+    /// The API server stand-in's netns, created only when one is started
+    /// (`Cluster::start_api_server`).
+    pub api: Netns,
 }
 
 impl Fabric {
@@ -61,6 +64,7 @@ impl Fabric {
         Fabric {
             netns: Netns::existing(&naming.netns_name("fabric")),
             external: Netns::existing(&naming.netns_name("external")),
+            api: Netns::existing(&naming.netns_name("api")),
         }
     }
 
@@ -106,11 +110,12 @@ impl Fabric {
         Ok(())
     }
 
-    /// Deletes both netns (the veths die with them); missing is success.
+    /// Deletes every netns (the veths die with them); missing is success.
     pub fn delete(&self) -> Result<()> {
+        let api = self.api.delete();
         let external = self.external.delete();
         let fabric = self.netns.delete();
-        external.and(fabric)
+        api.and(external).and(fabric)
     }
 }
 

@@ -20,6 +20,7 @@
 //! [`Cluster::down_persistent_lab`] and is found again with
 //! [`Cluster::attach_persistent_lab`].
 
+mod apiserver;
 mod apply;
 mod fabric;
 mod ops;
@@ -32,12 +33,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail, ensure};
 
+pub use self::apiserver::{API_SERVER_ADDRESS, API_SERVER_PORT};
 pub use self::apply::{Applied, Change};
 use self::fabric::Fabric;
 pub use self::fabric::{EXTERNAL_ADDRESS, MAX_NODES, NODE_PREFIX_LEN, UPLINK, node_address, node_pod_cidr};
 pub use self::ops::Origin;
 pub use self::state::Access;
 use crate::agent::AgentNode;
+use crate::apiserver::{ApiServerHandle, ApiServerOptions};
 use crate::bins::Binaries;
 use crate::cgroup::Cgroup;
 use crate::kube::Store;
@@ -59,6 +62,11 @@ pub struct ClusterConfig {
     pub nodes: usize,
     /// More agent flags, for every node (e.g. `--device eth0`).
     pub agent_args: Vec<String>,
+    /// Kubernetes mode: an API server stand-in on the fabric holds the
+    /// objects, and the agents watch it (`--kubeconfig`) instead of reading
+    /// the manifest directory. Everything that changes objects works the
+    /// same in both modes.
+    pub api_server: bool,
 }
 
 /// The agent flags of a full datapath on a lab node: the per-packet
@@ -79,6 +87,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             nodes: DEFAULT_NODES,
             agent_args: DATAPATH_AGENT_ARGS.iter().map(ToString::to_string).collect(),
+            api_server: false,
         }
     }
 }
@@ -97,6 +106,8 @@ pub struct Cluster {
     objects: Store,
     /// The persistent lab's lock, held for as long as this value lives.
     lock: Option<File>,
+    /// The API server stand-in of a Kubernetes-mode cluster.
+    api: Option<ApiServerHandle>,
     torn_down: bool,
 }
 
@@ -132,6 +143,7 @@ impl Cluster {
             nodes: Vec::new(),
             objects: Store::default(),
             lock: None,
+            api: None,
             torn_down: false,
         })
     }
@@ -155,6 +167,7 @@ impl Cluster {
             cni_data_dir: node.ipam_dir.clone(),
         });
         node.agent_options.extra_args.clone_from(&self.config.agent_args);
+        node.agent_options.kubeconfig = self.api.as_ref().map(|api| api.kubeconfig().to_owned());
         node
     }
 
@@ -164,6 +177,18 @@ impl Cluster {
         self.cgroup = Cgroup::create(self.cgroup.path())?;
         self.cgroup.create_child(EXTERNAL_CGROUP)?;
         self.fabric.create()?;
+        if self.config.api_server {
+            let options = ApiServerOptions {
+                // Watches stay quiet unless something changes: a test that
+                // makes an agent miss events (and relist after a 410) must
+                // not have a bookmark move it past them.
+                bookmark_interval: Some(std::time::Duration::from_secs(3600)),
+                ..ApiServerOptions::new(self.api_server_binary())
+            };
+            let api = self.start_api_server(&options)?;
+            self.manifests = self.manifests.clone().mirrored_to(api.client().clone());
+            self.api = Some(api);
+        }
         for index in 1..=self.config.nodes {
             let node = self.member(index);
             // Pushed before it is built, so teardown covers a half-built node.
@@ -229,6 +254,13 @@ impl Cluster {
             .iter_mut()
             .find(|node| node.name == name)
             .with_context(|| format!("no node {name} (nodes: {names})"))
+    }
+
+    /// The API server stand-in of a Kubernetes-mode cluster
+    /// ([`ClusterConfig::api_server`]).
+    #[must_use]
+    pub fn api_server(&self) -> Option<&ApiServerHandle> {
+        self.api.as_ref()
     }
 
     /// The manifest directory every agent reads.

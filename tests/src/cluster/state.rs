@@ -136,6 +136,7 @@ impl Cluster {
         let config = ClusterConfig {
             nodes: state.nodes,
             agent_args: state.agent_args,
+            api_server: false,
         };
         let mut cluster = Cluster::unbuilt(Naming::PersistentLab, Binaries::in_dir(state.bin_dir), config)?;
         cluster.lock = Some(held);

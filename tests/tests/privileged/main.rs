@@ -7,6 +7,7 @@
 //! removes it — after a failure too, printing the agent's log first.
 
 mod agent_link;
+mod apiserver;
 mod apply;
 mod clusterip;
 mod cni;
@@ -14,6 +15,10 @@ mod cni_spec;
 mod common;
 mod crossnode;
 mod draining;
+mod kubernetes;
+mod map_dump;
+mod metrics;
+mod migrate;
 mod packet;
 mod restart;
 mod services;

@@ -220,7 +220,12 @@ fn node_ports_udp_dns_and_empty_services_behave_as_kube_proxy() {
     assert_eq!(http_status(&cluster, &format!("http://{node1}:32001/")), "200");
     assert_eq!(http_status(&cluster, &format!("http://{node2}:32001/")), "503");
 
-    // All of it without a single iptables or nftables rule on any node.
+    assert_no_packet_filter_rules(&cluster);
+}
+
+/// weir replaces kube-proxy without a single iptables or nftables rule on
+/// any node.
+fn assert_no_packet_filter_rules(cluster: &weir_tests::Cluster) {
     for node in cluster.nodes() {
         let netns = node.netns().path();
         let iptables = run_in(&netns, &["iptables-save"]);

@@ -9,12 +9,15 @@
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
+use aya::maps::{Map, MapData};
 use aya::programs::{TcAttachType, TestRun as _, TestRunOptions};
 use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT, MapSizes};
 use weir_agent::desired::{self, Scope};
 use weir_agent::maps::PinnedMasqMaps;
 use weir_agent::reconcile::{Reconciler, masq};
 use weir_agent::source::dir;
+use weir_common::nat::{NAT_F_REPLY, NAT_F_SNAT, NAT_MAP, NAT_ORIGIN_MASQ, NAT_ORIGIN_NODEPORT};
+use weir_common::{Nat4Entry, Nat4Key};
 use weir_tests::{BpfFs, RunKind, RunTag};
 
 use crate::packet::{TCP, UDP, checksums_ok, frame, tuple};
@@ -55,7 +58,7 @@ struct Harness {
     datapath: Datapath,
     _masq: PinnedMasqMaps,
     // Last: the maps and programs go before their bpffs.
-    _scratch: Scratch,
+    scratch: Scratch,
 }
 
 impl Harness {
@@ -90,7 +93,7 @@ impl Harness {
         Harness {
             datapath,
             _masq: masq_maps,
-            _scratch: scratch,
+            scratch,
         }
     }
 
@@ -108,6 +111,18 @@ impl Harness {
         let result = program.test_run(opts).expect("BPF_PROG_TEST_RUN");
         out.truncate(result.data_size_out as usize);
         (result.return_value, out)
+    }
+
+    /// The NAT table (v2 layout) as the programs left it.
+    fn nat_entries(&self) -> Vec<(Nat4Key, Nat4Entry)> {
+        let pin = self.scratch.bpffs.path().join(NAT_MAP);
+        let map: aya::maps::HashMap<MapData, Nat4Key, Nat4Entry> = MapData::from_pin(&pin)
+            .and_then(Map::from_map_data)
+            .and_then(aya::maps::HashMap::try_from)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", pin.display()));
+        map.iter()
+            .collect::<Result<_, _>>()
+            .expect("reading the NAT table")
     }
 
     fn ingress(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
@@ -207,6 +222,27 @@ fn node_port_to_a_remote_backend_is_snated_to_the_node_and_its_reply_returns_to_
     let (_, reply) = h.ingress(&frame(TCP, at("10.244.2.2:8080"), src));
     assert_eq!(tuple(&reply), (at("198.18.0.11:30080"), at(CLIENT)));
     assert!(checksums_ok(&reply));
+
+    // The conntrack view: both entries say why they exist and since when.
+    let entries = h.nat_entries();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for (key, entry) in &entries {
+        let reply = u16::from_be(key.sport) == 8080;
+        let want = if reply {
+            NAT_F_REPLY | NAT_F_SNAT
+        } else {
+            NAT_F_SNAT
+        };
+        assert_eq!(
+            (entry.origin, entry.flags),
+            (NAT_ORIGIN_NODEPORT, want),
+            "{key:?}"
+        );
+        assert!(
+            entry.created_ns > 0 && entry.last_seen_ns >= entry.created_ns,
+            "{entry:?}"
+        );
+    }
 }
 
 #[test]
@@ -296,6 +332,14 @@ fn pods_leaving_the_cluster_are_masqueraded_and_in_cluster_traffic_is_not() {
         );
         assert!(checksums_ok(&reply), "proto {proto}");
     }
+    let entries = h.nat_entries();
+    assert_eq!(entries.len(), 4, "two flows, two entries each: {entries:?}");
+    assert!(
+        entries
+            .iter()
+            .all(|(_, e)| e.origin == NAT_ORIGIN_MASQ && e.flags & NAT_F_SNAT != 0),
+        "{entries:?}"
+    );
     // Pod to pod on another node, and pod to a node: the pod's address stays.
     for dst in ["10.244.2.7:8080", "198.18.0.12:10250"] {
         let input = frame(TCP, pod, at(dst));

@@ -50,7 +50,9 @@ pub fn run(root: &Path, bins: &Binaries) -> Result<()> {
     let objects = kube::read_paths(std::slice::from_ref(&examples))?;
     let example = Example::read(&objects)?;
 
-    println!("\nweir lab: two nodes on one fabric, pods by weir-cni, a ClusterIP through eBPF\n");
+    println!(
+        "\nweir lab: two nodes on one fabric, an API server, pods by weir-cni, a ClusterIP through eBPF\n"
+    );
     let removed = cleanup_leftovers().context("removing leftovers of crashed runs")?;
     if !removed.is_empty() {
         step(&format!(
@@ -58,8 +60,23 @@ pub fn run(root: &Path, bins: &Binaries) -> Result<()> {
             removed.join(", ")
         ));
     }
-    let mut cluster = match Cluster::new(bins.clone(), RunKind::Lab, ClusterConfig::default()) {
-        Ok(cluster) => cluster,
+    // The agents watch the API server stand-in (kube-rs list/watch), as on
+    // a real cluster; every object below is applied to it.
+    let config = ClusterConfig {
+        api_server: true,
+        ..ClusterConfig::default()
+    };
+    let mut cluster = match Cluster::new(bins.clone(), RunKind::Lab, config) {
+        Ok(cluster) => {
+            if let Some(api) = cluster.api_server() {
+                step(&format!(
+                    "agents watch the API server at {} (kubeconfig {})",
+                    api.url(),
+                    api.kubeconfig().display()
+                ));
+            }
+            cluster
+        }
         // The agents got the terminal's SIGINT too; the half-built cluster
         // has been torn down by its drop.
         Err(_) if interrupted.load(Ordering::SeqCst) => bail!("interrupted; the lab was torn down"),

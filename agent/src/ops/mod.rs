@@ -1,0 +1,216 @@
+//! What the agent tells operators and probes: liveness (/healthz),
+//! readiness (/readyz) and Prometheus metrics (/metrics).
+//!
+//! [`Ops`] is a cheap, cloneable handle: `main` creates it, the syncer and
+//! the source loops record into it, the HTTP servers read it.
+//!
+//! Readiness means "the last sync pass programmed everything": it is false
+//! until the first complete pass, and false again while a pass keeps
+//! failing — a full map included. kube-proxy stays ready with rules it
+//! could not write; weir does not, because a node that silently drops new
+//! Services is worse than one a rollout notices (the Services already
+//! programmed keep working either way; see `docs/configuration.md`).
+
+pub mod census;
+pub mod http;
+pub mod metrics;
+mod server;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+pub use census::MapCensus;
+pub use metrics::Metrics;
+pub use server::{Error, Listeners};
+
+use metrics::{ErrorLabels, KindLabel, MapLabel, ResourceLabel, ResultLabel};
+
+/// /healthz fails when the main loop has not ticked for this long: it
+/// polls every few hundred milliseconds, so a minute means it is wedged.
+pub const LIVENESS_WINDOW: Duration = Duration::from_secs(60);
+
+/// Why the agent is not ready before anything happened.
+const STARTING: &str = "starting: no complete sync pass yet";
+
+/// The shared state behind [`Ops`].
+struct Inner {
+    health: Mutex<Health>,
+    metrics: Metrics,
+    census: Option<MapCensus>,
+}
+
+struct Health {
+    ready: bool,
+    reason: String,
+    last_tick: Instant,
+}
+
+/// Health and metrics of the agent; clones share one state.
+#[derive(Clone)]
+pub struct Ops {
+    inner: Arc<Inner>,
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl std::fmt::Debug for Ops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ops").finish_non_exhaustive()
+    }
+}
+
+impl Ops {
+    /// Not ready, alive as of now; `census` counts the pinned maps for
+    /// /metrics (`None`: no map metrics, e.g. in unit tests).
+    #[must_use]
+    pub fn new(census: Option<MapCensus>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                health: Mutex::new(Health {
+                    ready: false,
+                    reason: STARTING.to_owned(),
+                    last_tick: Instant::now(),
+                }),
+                metrics: Metrics::new(),
+                census,
+            }),
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.inner.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets readiness; `reason` says why not (ignored when ready). Logged
+    /// when it changes.
+    pub fn set_ready(&self, ready: bool, reason: &str) {
+        let mut health = self.health();
+        if health.ready != ready || (!ready && health.reason != reason) {
+            if ready {
+                tracing::info!("ready");
+            } else {
+                tracing::warn!(reason, "not ready");
+            }
+        }
+        health.ready = ready;
+        health.reason = if ready { String::new() } else { reason.to_owned() };
+        self.inner.metrics.ready.set(i64::from(ready));
+    }
+
+    /// Whether ready, and why not.
+    #[must_use]
+    pub fn readiness(&self) -> (bool, String) {
+        let health = self.health();
+        (health.ready, health.reason.clone())
+    }
+
+    /// A liveness tick from the main loop.
+    pub fn alive(&self) {
+        self.health().last_tick = Instant::now();
+    }
+
+    /// Time since the last [`Self::alive`].
+    #[must_use]
+    pub fn since_alive(&self) -> Duration {
+        self.health().last_tick.elapsed()
+    }
+
+    /// A change seen at `seen` is now in the maps.
+    pub fn observe_programming(&self, seen: Instant) {
+        self.inner
+            .metrics
+            .programming
+            .observe(seen.elapsed().as_secs_f64());
+    }
+
+    /// One sync pass took `took`; `ok`: everything programmed.
+    pub fn observe_sync(&self, took: Duration, ok: bool) {
+        self.inner.metrics.sync_duration.observe(took.as_secs_f64());
+        let result = if ok { "ok" } else { "error" };
+        self.inner
+            .metrics
+            .sync_passes
+            .get_or_create(&ResultLabel {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+
+    /// What the load-balancer maps hold after a successful reconcile.
+    pub fn programmed(&self, services: usize, frontends: usize, backends: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let m = &self.inner.metrics;
+        m.services.set(gauge(services));
+        m.frontends.set(gauge(frontends));
+        m.backends.set(gauge(backends));
+    }
+
+    /// A reconciler failed for `reason` (`map_full`, ...).
+    pub fn reconcile_error(&self, reconciler: &str, reason: &str) {
+        self.inner
+            .metrics
+            .reconcile_errors
+            .get_or_create(&ErrorLabels {
+                reconciler: reconciler.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A watch of `resource` was restarted.
+    pub fn watch_restart(&self, resource: &str) {
+        self.inner
+            .metrics
+            .watch_restarts
+            .get_or_create(&ResourceLabel {
+                resource: resource.to_owned(),
+            })
+            .inc();
+    }
+
+    /// An object of `kind` was skipped as invalid.
+    pub fn object_skipped(&self, kind: &str) {
+        self.inner
+            .metrics
+            .objects_skipped
+            .get_or_create(&KindLabel {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The metrics exposition, with the map counts refreshed first (on the
+    /// blocking pool: counting walks the maps).
+    pub async fn scrape(&self) -> String {
+        if let Some(census) = self.inner.census.clone() {
+            match tokio::task::spawn_blocking(move || census.count()).await {
+                Ok(counts) => {
+                    let m = &self.inner.metrics;
+                    for count in counts {
+                        let label = MapLabel {
+                            map: count.map.to_owned(),
+                        };
+                        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                        m.map_entries.get_or_create(&label).set(gauge(count.entries));
+                        m.map_capacity.get_or_create(&label).set(gauge(count.capacity));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "counting map entries failed"),
+            }
+        }
+        self.inner.metrics.render()
+    }
+
+    /// The metrics exposition as it stands (no map count).
+    #[must_use]
+    pub fn render(&self) -> String {
+        self.inner.metrics.render()
+    }
+}
+
+#[cfg(test)]
+mod tests;
