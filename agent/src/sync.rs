@@ -148,6 +148,9 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
 
     async fn sync_all(&mut self, objects: &Objects, status: &mut Status) -> bool {
         self.skipped.clear();
+        for (resource, count) in objects.counts() {
+            self.ops.source_objects(resource, count);
+        }
         let node_state = self.node.as_ref().map(|node| {
             let (state, errors) = desired::compute_nodes(&objects.nodes, &node.name);
             state_errors(&self.ops, &errors);

@@ -86,6 +86,8 @@ pub struct Metrics {
     pub watch_restarts: Family<ResourceLabel, Counter>,
     /// Objects skipped as invalid.
     pub objects_skipped: Family<KindLabel, Counter>,
+    /// Objects the source holds, by resource.
+    pub source_objects: Family<ResourceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -116,6 +118,7 @@ impl Metrics {
             ready: Gauge::default(),
             watch_restarts: Family::default(),
             objects_skipped: Family::default(),
+            source_objects: Family::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -183,6 +186,11 @@ impl Metrics {
             "weir_objects_skipped",
             "Objects (or parts) left out of the desired state as invalid, counted on each pass that skips them",
             metrics.objects_skipped.clone(),
+        );
+        r.register(
+            "weir_source_objects",
+            "Objects the last sync pass was computed from, by resource (what the watchers or the manifest directory hold)",
+            metrics.source_objects.clone(),
         );
         for result in ["ok", "error"] {
             let _ = metrics.sync_passes.get_or_create(&ResultLabel {

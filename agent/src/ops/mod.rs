@@ -172,6 +172,17 @@ impl Ops {
             .inc();
     }
 
+    /// The source holds `count` objects of `resource`.
+    pub fn source_objects(&self, resource: &str, count: usize) {
+        self.inner
+            .metrics
+            .source_objects
+            .get_or_create(&ResourceLabel {
+                resource: resource.to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
     /// An object of `kind` was skipped as invalid.
     pub fn object_skipped(&self, kind: &str) {
         self.inner

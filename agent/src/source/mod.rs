@@ -27,6 +27,21 @@ pub struct Objects {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
+impl Objects {
+    /// How many objects of each resource (plural API names).
+    #[must_use]
+    pub fn counts(&self) -> [(&'static str, usize); 6] {
+        [
+            ("services", self.services.len()),
+            ("endpointslices", self.slices.len()),
+            ("nodes", self.nodes.len()),
+            ("pods", self.pods.len()),
+            ("namespaces", self.namespaces.len()),
+            ("networkpolicies", self.network_policies.len()),
+        ]
+    }
+}
+
 /// Drops what no consumer reads but every object carries, before an object
 /// is stored: `managedFields` is often larger than the rest of the object,
 /// and a node agent holds every Service and EndpointSlice of the cluster.

@@ -241,3 +241,12 @@ pub fn check_rows(cluster: &Cluster, rows: &[Row<'_>]) {
     // The cluster's drop prints every agent's log after this panic.
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Held by tests that assert zero failed requests across agent restarts:
+/// two of them at once put four program loads (the verifier runs without
+/// yielding for long stretches) on the two cores, which can stall a probe
+/// past its 1 s attempt timeout — the machine's limit, not weir's.
+pub fn restart_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

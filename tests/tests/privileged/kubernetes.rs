@@ -60,16 +60,23 @@ fn readyz(cluster: &Cluster, name: &str) -> (u16, String) {
 
 /// Polls `/readyz` of `name` until its code is `code`.
 fn wait_ready(cluster: &Cluster, name: &str, code: u16, within: Duration) {
+    poll(within, || {
+        let (got, body) = readyz(cluster, name);
+        (got == code).then_some(()).ok_or_else(|| {
+            format!("{name}: /readyz stayed {got} ({body:?}), expected {code} within {within:?}")
+        })
+    });
+}
+
+/// Calls `attempt` every 200 ms until it succeeds; panics with its last
+/// complaint after `within`.
+fn poll(within: Duration, mut attempt: impl FnMut() -> Result<(), String>) {
     let deadline = Instant::now() + within;
     loop {
-        let (got, body) = readyz(cluster, name);
-        if got == code {
-            return;
+        match attempt() {
+            Ok(()) => return,
+            Err(complaint) => assert!(Instant::now() < deadline, "{complaint}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name}: /readyz stayed {got} ({body:?}), expected {code} within {within:?}"
-        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -314,4 +321,152 @@ fn an_api_server_away_for_a_minute_keeps_traffic_flowing_then_resyncs() {
             replies.failures()
         );
     }
+}
+
+/// The agents' metrics port (default `metricsAddress`).
+const METRICS_PORT: u16 = 9962;
+
+/// The value of the sample `series` (name and labels, as exposed) in node
+/// `name`'s metrics; `None` while there is none.
+fn metric(cluster: &Cluster, name: &str, series: &str) -> Option<f64> {
+    let node = cluster.expect(cluster.node(name), "finding a node");
+    let (_, text) = cluster.expect(node.http_get(METRICS_PORT, "/metrics"), "GET /metrics");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until `series` of node `name` is `value`.
+fn wait_metric(cluster: &Cluster, name: &str, series: &str, value: f64) {
+    poll(Duration::from_secs(15), || {
+        let got = metric(cluster, name, series);
+        (got == Some(value))
+            .then_some(())
+            .ok_or_else(|| format!("{name}: {series} is {got:?}, expected {value}"))
+    });
+}
+
+const POLICY_OBJECTS: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {team: a}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-all, namespace: team-a}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress]
+";
+
+/// A Service whose port is out of range: skipped, with an Event.
+const BAD_SERVICE: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: bad, namespace: default}
+spec:
+  clusterIP: 10.96.0.66
+  ports: [{name: http, port: 70000, targetPort: 8080}]
+";
+
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn pods_namespaces_policies_and_bad_objects_reach_the_agents() {
+    let mut cluster = kubernetes_cluster(2);
+    apply(&mut cluster, WEB, "creating pods and the web Service");
+    wait(&mut cluster, "the web Service", |s| s.backends == 2);
+
+    // Pods: each agent watches its node's only (spec.nodeName selector).
+    wait_metric(&cluster, "node-1", "weir_source_objects{resource=\"pods\"}", 2.0);
+    wait_metric(&cluster, "node-2", "weir_source_objects{resource=\"pods\"}", 1.0);
+    // Namespaces (default, kube-system, team-a) and NetworkPolicies: created,
+    // then deleted. (Policy enforcement reads them from the same stores.)
+    let before = metric(&cluster, "node-1", "weir_source_objects{resource=\"namespaces\"}").unwrap_or(0.0);
+    apply(
+        &mut cluster,
+        POLICY_OBJECTS,
+        "creating a Namespace and a NetworkPolicy",
+    );
+    for node in ["node-1", "node-2"] {
+        wait_metric(
+            &cluster,
+            node,
+            "weir_source_objects{resource=\"namespaces\"}",
+            before + 1.0,
+        );
+        wait_metric(
+            &cluster,
+            node,
+            "weir_source_objects{resource=\"networkpolicies\"}",
+            1.0,
+        );
+    }
+    let deleted = cluster.delete(&objects(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n",
+    ));
+    cluster.expect(deleted, "deleting the Namespace (and its policy)");
+    for node in ["node-1", "node-2"] {
+        wait_metric(
+            &cluster,
+            node,
+            "weir_source_objects{resource=\"namespaces\"}",
+            before,
+        );
+        wait_metric(
+            &cluster,
+            node,
+            "weir_source_objects{resource=\"networkpolicies\"}",
+            0.0,
+        );
+    }
+
+    // A bad Service: skipped with a warning Event; everything else works.
+    let api = cluster
+        .api_server()
+        .expect("a Kubernetes-mode cluster has an API server");
+    cluster.expect(
+        api.apply(BAD_SERVICE).map_err(anyhow::Error::from),
+        "creating a bad Service",
+    );
+    wait_metric(
+        &cluster,
+        "node-1",
+        "weir_source_objects{resource=\"services\"}",
+        2.0,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let events = cluster.expect(
+            api.list("events.events.k8s.io", None, None)
+                .map_err(anyhow::Error::from),
+            "listing Events",
+        );
+        let about_bad: Vec<_> = events
+            .into_iter()
+            .filter(|e| e["regarding"]["name"] == "bad" && e["reason"] == "Skipped")
+            .collect();
+        if about_bad.len() >= 2 || Instant::now() >= deadline {
+            break about_bad;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reporters: Vec<_> = events.iter().map(|e| e["reportingInstance"].clone()).collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "one Event per node about the bad Service, got {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "Warning" && e["note"].as_str().is_some_and(|n| n.contains("70000"))),
+        "{events:#?}"
+    );
+    assert!(
+        reporters.contains(&"node-1".into()) && reporters.contains(&"node-2".into()),
+        "{reporters:?}"
+    );
+    check_rows(
+        &cluster,
+        &[row("default/a", tcp([10, 96, 0, 50], 80), &["web-1", "web-2"])],
+    );
 }

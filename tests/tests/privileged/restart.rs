@@ -7,9 +7,9 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
-use weir_tests::{Cluster, Protocol, Replies, Session, kube, node_address};
+use weir_tests::{Cluster, ClusterConfig, Protocol, Replies, RunKind, Session, kube, node_address};
 
-use crate::common::{ATTEMPT_TIMEOUT, cluster};
+use crate::common::{ATTEMPT_TIMEOUT, binaries, cluster, restart_lock};
 
 const OBJECTS: &str = "
 apiVersion: v1
@@ -75,7 +75,27 @@ fn assert_no_failure(what: &str, replies: &Replies) {
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
 fn kill_9_and_restart_of_every_agent_fails_no_request() {
-    let mut cluster = cluster(2);
+    kill_9_and_restart(|| cluster(2));
+}
+
+/// The same with agents watching the API server: a restarted agent
+/// programs nothing (prunes nothing) before every kind is listed again.
+#[test]
+#[ignore = "privileged: run with `cargo xtask test`"]
+fn kill_9_and_restart_in_kubernetes_mode_fails_no_request() {
+    let config = ClusterConfig {
+        api_server: true,
+        ..ClusterConfig::default()
+    };
+    kill_9_and_restart(|| {
+        Cluster::new(binaries(), RunKind::Test, config)
+            .unwrap_or_else(|err| panic!("building a Kubernetes-mode cluster: {err:#}"))
+    });
+}
+
+fn kill_9_and_restart(build: impl FnOnce() -> Cluster) {
+    let _alone = restart_lock();
+    let mut cluster = build();
     let objects = kube::parse_documents(OBJECTS).unwrap_or_else(|e| panic!("test YAML: {e:#}"));
     let applied = cluster.apply(objects);
     cluster.expect(applied, "applying the pods and Service");
