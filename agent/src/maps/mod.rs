@@ -5,11 +5,13 @@ pub mod dump;
 mod fake;
 mod masq;
 mod pinned;
+pub mod policy;
 
 pub use dump::{MapDump, dump_pinned};
 pub use fake::FakeLbMaps;
 pub use masq::{MasqMaps, PinnedMasqMaps};
 pub use pinned::PinnedLbMaps;
+pub use policy::{FakePolicyMaps, PolicyMaps, RuleKey};
 
 use weir_common::lb::{Affinity4Key, Affinity4Value, MaglevTable};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};

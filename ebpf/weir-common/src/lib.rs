@@ -12,6 +12,7 @@
 
 pub mod lb;
 pub mod nat;
+pub mod policy;
 
 pub use lb::{Backend4, BackendId, Service4Key, Service4Value};
 pub use nat::{MasqConfig, Nat4Entry, Nat4Key, NatRewrite};
