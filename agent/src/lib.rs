@@ -29,3 +29,4 @@ pub mod source;
 pub mod standalone;
 pub mod status;
 pub mod sync;
+pub mod verdicts;

@@ -13,7 +13,8 @@ use weir_agent::desired::{Algorithm, Scope};
 use weir_agent::ops::{Listeners, MapCensus, Ops};
 use weir_agent::reconcile::Reconciler;
 use weir_agent::sockterm::SocketTerminator;
-use weir_agent::sync::{NodeOptions, Syncer};
+use weir_agent::sync::{NodeOptions, PolicyEnforcement, Syncer};
+use weir_agent::verdicts;
 use weir_agent::{kubernetes, standalone};
 
 fn main() -> anyhow::Result<()> {
@@ -72,7 +73,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&settings.bpffs)
         .with_context(|| format!("creating pin directory {}", settings.bpffs.display()))?;
-    let (_datapath, maps, report) = Datapath::load(
+    let (datapath, maps, report) = Datapath::load(
         &object,
         &settings.bpffs,
         &settings.map_sizes,
@@ -106,7 +107,19 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         maglev_table_size: settings.maglev_table_size,
         ..Scope::default()
     };
+    let hub = verdicts::Hub::new(ops.clone());
+    start_verdict_log(maps.verdicts, &hub, settings.verdict_socket.clone());
+    let enforce = node.is_some();
     let mut syncer = Syncer::new(Reconciler::new(maps.lb), maps.masq, node, scope).with_ops(ops);
+    if enforce {
+        let policy = PolicyEnforcement::new(Box::new(maps.policy), Some(datapath))
+            .with_verdicts(hub, settings.log_allowed_connections);
+        syncer = syncer.with_policy(policy);
+    } else {
+        // Without a node there are no pods to enforce policies for; the
+        // programs stay attached through their pinned links regardless.
+        drop(datapath);
+    }
     match SocketTerminator::new(&settings.cgroup, maps.reverse_sk) {
         Ok(sockets) => syncer = syncer.with_socket_termination(sockets),
         Err(e) => tracing::warn!(error = %e, "connected UDP sockets will keep a backend that left"),
@@ -119,6 +132,25 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads the policy verdict ring buffer and serves the verdict socket, in
+/// the background. Either failing costs the log, never enforcement.
+fn start_verdict_log(ring: aya::maps::Map, hub: &verdicts::Hub, socket: Option<std::path::PathBuf>) {
+    match aya::maps::RingBuf::try_from(ring) {
+        Ok(ring) => {
+            tokio::spawn(verdicts::read(ring, hub.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot open the verdict ring buffer; no verdict log"),
+    }
+    if let Some(path) = socket {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            if let Err(e) = verdicts::serve(&path, hub).await {
+                tracing::warn!(error = %e, "no verdict socket");
+            }
+        });
+    }
 }
 
 /// Where the objects come from.

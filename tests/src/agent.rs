@@ -135,6 +135,10 @@ impl Agent {
             .arg(&paths.attach_cgroup)
             .arg("--status-file")
             .arg(&paths.status)
+            // Per node: every agent of a lab shares the mount namespace
+            // (`Node::verdict_socket`).
+            .arg("--verdict-socket")
+            .arg(paths.status.with_file_name("verdicts.sock"))
             .args(["--poll-interval-ms", POLL_INTERVAL_MS])
             // The log goes to a file that people read in failure reports.
             .env("NO_COLOR", "1")

@@ -48,6 +48,7 @@ pub mod kube;
 mod leftovers;
 mod manifests;
 mod netns;
+pub mod netpol;
 mod node;
 mod node_processes;
 mod pod;

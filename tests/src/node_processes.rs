@@ -205,6 +205,12 @@ impl Node {
         self.agent.as_mut().context("the agent was never started")?.kill()
     }
 
+    /// The agent's verdict socket (NetworkPolicy verdicts as JSON lines).
+    #[must_use]
+    pub fn verdict_socket(&self) -> std::path::PathBuf {
+        self.agent_paths().status.with_file_name("verdicts.sock")
+    }
+
     /// Freezes or thaws the agent (see [`Agent::set_running`]).
     pub fn set_agent_running(&self, running: bool) -> Result<()> {
         self.agent

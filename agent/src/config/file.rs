@@ -69,6 +69,10 @@ pub struct FileConfig {
     pub health_address: Option<String>,
     /// `--metrics-address`.
     pub metrics_address: Option<String>,
+    /// `--verdict-socket`.
+    pub verdict_socket: Option<PathBuf>,
+    /// `--log-allowed-connections`.
+    pub log_allowed_connections: Option<bool>,
 }
 
 /// `mapSizes:` of the file.

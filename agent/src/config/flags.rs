@@ -122,6 +122,13 @@ pub struct Flags {
     /// [default: 0.0.0.0:9962].
     #[arg(long, env = "WEIR_METRICS_ADDRESS")]
     pub metrics_address: Option<String>,
+    /// Unix socket streaming NetworkPolicy verdicts as JSON lines (what
+    /// `weir` reads); `off` disables it [default: /run/weir/verdicts.sock].
+    #[arg(long, env = "WEIR_VERDICT_SOCKET")]
+    pub verdict_socket: Option<PathBuf>,
+    /// Report allowed new connections too, not only drops.
+    #[arg(long, env = "WEIR_LOG_ALLOWED_CONNECTIONS")]
+    pub log_allowed_connections: bool,
 }
 
 fn parse_maglev_size(text: &str) -> Result<u32, String> {

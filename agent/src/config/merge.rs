@@ -10,8 +10,8 @@ use std::time::Duration;
 use ipnetwork::Ipv4Network;
 
 use super::{
-    DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS, Error, FileConfig, Flags, Origin, Result, Settings,
-    Source, parse_port_range,
+    DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_VERDICT_SOCKET, Error, FileConfig, Flags,
+    Origin, Result, Settings, Source, parse_port_range,
 };
 use crate::datapath::MapSizes;
 use crate::desired::Algorithm;
@@ -108,6 +108,12 @@ pub(super) fn merge(flags: &Flags, file: &FileConfig) -> Result<Settings> {
             file.metrics_address.as_deref(),
             DEFAULT_METRICS_ADDRESS,
         )?,
+        verdict_socket: match flags.verdict_socket.clone().or(file.verdict_socket.clone()) {
+            Some(path) if path.as_os_str() == "off" || path.as_os_str().is_empty() => None,
+            Some(path) => Some(path),
+            None => Some(DEFAULT_VERDICT_SOCKET.into()),
+        },
+        log_allowed_connections: flags.log_allowed_connections || file.log_allowed_connections == Some(true),
     };
     m.check_companions(&settings)?;
     Ok(settings)

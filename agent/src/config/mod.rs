@@ -26,6 +26,8 @@ pub use flags::{Flags, parse_port_range};
 pub const DEFAULT_HEALTH_ADDRESS: &str = "0.0.0.0:9879";
 /// Default address of /metrics.
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9962";
+/// Default of `verdictSocket`.
+pub const DEFAULT_VERDICT_SOCKET: &str = "/run/weir/verdicts.sock";
 
 /// Where a setting came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +146,10 @@ pub struct Settings {
     pub health_address: Option<SocketAddr>,
     /// /metrics; `None`: off.
     pub metrics_address: Option<SocketAddr>,
+    /// Where NetworkPolicy verdicts are streamed; `None`: off.
+    pub verdict_socket: Option<PathBuf>,
+    /// Report allowed new connections, not only drops.
+    pub log_allowed_connections: bool,
 }
 
 impl Settings {

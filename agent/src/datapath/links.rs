@@ -142,6 +142,23 @@ impl LinkPins {
         Ok(Attached::New)
     }
 
+    /// Counts the pins whose name starts with `prefix` as used, so
+    /// [`Self::prune`] leaves them: another reconciler owns them (the pod
+    /// veths' policy links, see `super::pods`) and prunes them itself.
+    pub fn keep_prefixed(&mut self, prefix: &str) -> Result<(), PinError> {
+        for entry in std::fs::read_dir(&self.dir).map_err(PinError::Io)? {
+            let path = entry.map_err(PinError::Io)?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+            {
+                self.used.insert(path);
+            }
+        }
+        Ok(())
+    }
+
     /// Removes the pins this run did not attach through (detaching them);
     /// returns them.
     pub fn prune(&self) -> Result<Vec<PathBuf>, PinError> {

@@ -4,6 +4,7 @@
 
 pub mod links;
 pub mod migrate;
+pub mod pods;
 
 use std::path::{Path, PathBuf};
 
@@ -14,8 +15,11 @@ use aya::{Ebpf, EbpfLoader};
 use tracing::warn;
 use weir_common::lb::{AFFINITY_MAP, BACKENDS_MAP, MAGLEV_MAP, REVERSE_SK_MAP, SERVICES_MAP};
 use weir_common::nat::{MASQ_CONFIG_MAP, MASQ_SKIP_MAP, NAT_MAP};
+use weir_common::policy::{
+    POLICY_CONFIG_MAP, POLICY_ENDPOINTS_MAP, POLICY_HOSTS_MAP, POLICY_RULES_MAP, POLICY_VERDICTS_MAP,
+};
 
-use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps};
+use crate::maps::{self, PinnedLbMaps, PinnedMasqMaps, PinnedPolicyMaps};
 use links::{Attached, LinkPins};
 use migrate::Plan;
 
@@ -143,6 +147,11 @@ pub struct DatapathMaps {
     /// The socket-LB reverse-translation map (read to find the sockets
     /// weir connected to a backend).
     pub reverse_sk: aya::maps::Map,
+    /// The NetworkPolicy maps the agent writes.
+    pub policy: PinnedPolicyMaps,
+    /// The policy verdict ring buffer (`aya::maps::RingBuf::try_from` it to
+    /// read the verdicts).
+    pub verdicts: aya::maps::Map,
 }
 
 /// The loaded programs. Dropping it leaves them attached: the links are
@@ -150,6 +159,8 @@ pub struct DatapathMaps {
 /// restarted agent finds them.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// Where the maps and links are pinned (pod links are attached later).
+    bpffs: PathBuf,
 }
 
 /// What [`Datapath::load`] found and did.
@@ -197,6 +208,9 @@ impl Datapath {
                 count(attached);
             }
         }
+        // Pod veth links are pruned by `attach_pod_interfaces`, which knows the pods.
+        pins.keep_prefixed(pods::PIN_PREFIX)
+            .map_err(pin_error(&bpffs.join("links")))?;
         report.pruned = pins.prune().map_err(pin_error(&bpffs.join("links")))?;
         // The new programs run now: the old maps' last entries can follow.
         report.migrated = plan.finish().map_err(migrate_error(bpffs))?;
@@ -253,7 +267,8 @@ impl Datapath {
             let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
             program.load().map_err(program_error(name))?;
         }
-        for name in [TC_INGRESS, TC_EGRESS] {
+        // The policy programs are attached per pod veth later, see `pods`.
+        for name in [TC_INGRESS, TC_EGRESS, pods::FROM_POD, pods::TO_POD] {
             let program: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
             program.load().map_err(program_error(name))?;
         }
@@ -272,8 +287,23 @@ impl Datapath {
             reverse_sk: ebpf
                 .take_map(REVERSE_SK_MAP)
                 .ok_or(maps::Error::Missing(REVERSE_SK_MAP))?,
+            policy: PinnedPolicyMaps::new(
+                ebpf.take_map(POLICY_ENDPOINTS_MAP),
+                ebpf.take_map(POLICY_RULES_MAP),
+                ebpf.take_map(POLICY_HOSTS_MAP),
+                ebpf.take_map(POLICY_CONFIG_MAP),
+            )?,
+            verdicts: ebpf
+                .take_map(POLICY_VERDICTS_MAP)
+                .ok_or(maps::Error::Missing(POLICY_VERDICTS_MAP))?,
         };
-        Ok((Self { ebpf }, maps))
+        Ok((
+            Self {
+                ebpf,
+                bpffs: bpffs.to_owned(),
+            },
+            maps,
+        ))
     }
 
     /// Attaches the socket-LB programs to the cgroup v2 directory `cgroup`.

@@ -96,6 +96,55 @@ pub enum Reason {
         /// That node's podCIDR.
         other_cidr: String,
     },
+    /// A NetworkPolicy ipBlock `cidr` or `except` that is not a CIDR.
+    #[error("invalid CIDR {0:?}")]
+    BadCidr(String),
+    /// An ipBlock `except` that is not inside the block's `cidr`.
+    #[error("except {except} is not inside cidr {cidr}")]
+    ExceptOutsideCidr {
+        /// The except.
+        except: String,
+        /// The block's cidr.
+        cidr: String,
+    },
+    /// A NetworkPolicy `endPort` that is below `port`, above 65535, or set
+    /// without a numeric `port`.
+    #[error("endPort {end_port} is invalid for port {port}")]
+    BadEndPort {
+        /// The port (number or name), or `-` when absent.
+        port: String,
+        /// The endPort.
+        end_port: i32,
+    },
+    /// A named port that is not an IANA service name.
+    #[error("invalid port name {0:?}")]
+    BadPortName(String),
+    /// A label selector that cannot be evaluated (unknown operator, values
+    /// where none are allowed or missing where required).
+    #[error("invalid label selector: {0}")]
+    BadSelector(String),
+    /// A NetworkPolicy peer that sets no field, or an ipBlock together with
+    /// a selector.
+    #[error("invalid peer: {0}")]
+    BadPeer(String),
+    /// A `policyTypes` entry other than `Ingress` or `Egress`.
+    #[error("unknown policy type {0:?}")]
+    UnknownPolicyType(String),
+    /// The policies that select one pod allow more distinct port ranges to
+    /// one peer prefix than the datapath holds; that prefix is denied.
+    #[error("pod {pod}: {count} port ranges for {direction} peer {prefix} (at most {max}); denied")]
+    TooManyPortRanges {
+        /// `namespace/name` of the pod.
+        pod: String,
+        /// `ingress` or `egress`.
+        direction: &'static str,
+        /// The peer prefix.
+        prefix: String,
+        /// Ranges after merging.
+        count: usize,
+        /// The datapath's limit.
+        max: usize,
+    },
     /// Two Services claim the same VIP, port and protocol; the first one (by
     /// namespace/name) keeps it, as the API server would have refused the second.
     #[error("frontend {frontend} already belongs to Service {owner}")]

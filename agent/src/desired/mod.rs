@@ -4,6 +4,7 @@
 mod endpoints;
 mod error;
 mod node;
+pub mod policy;
 mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,6 +14,7 @@ use std::net::Ipv4Addr;
 pub use endpoints::{Endpoint, select};
 pub use error::{ObjectError, ObjectRef, Reason};
 pub use node::{LocalNode, NodeRoute, NodeState, compute_nodes};
+pub use policy::{IdHints, PolicyInput, PolicyState, compile as compile_policies};
 pub use service::compute;
 
 /// Transport protocol of a frontend or backend.

@@ -123,6 +123,10 @@ pub async fn run<M: LbMaps, Q: MasqMaps>(
                 while let Ok(update) = rx.try_recv() {
                     progress.apply(update, ops);
                 }
+                // A change is programmed at once, even while a failing
+                // pass is being retried with backoff: one stuck part must
+                // not delay every other change.
+                retry_at = Instant::now();
             }
             () = tokio::time::sleep_until(wake) => {}
             () = &mut shutdown => return,

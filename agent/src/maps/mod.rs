@@ -6,12 +6,14 @@ mod fake;
 mod masq;
 mod pinned;
 pub mod policy;
+mod policy_pinned;
 
 pub use dump::{MapDump, dump_pinned};
 pub use fake::FakeLbMaps;
 pub use masq::{MasqMaps, PinnedMasqMaps};
 pub use pinned::PinnedLbMaps;
 pub use policy::{FakePolicyMaps, PolicyMaps, RuleKey};
+pub use policy_pinned::PinnedPolicyMaps;
 
 use weir_common::lb::{Affinity4Key, Affinity4Value, MaglevTable};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};

@@ -132,3 +132,37 @@ impl PolicyMaps for FakePolicyMaps {
         Ok(())
     }
 }
+
+/// A boxed implementation (the syncer holds the maps as a trait object).
+impl<T: PolicyMaps + ?Sized> PolicyMaps for Box<T> {
+    fn endpoints(&self) -> Result<Vec<(u32, PolicyEndpoint)>> {
+        (**self).endpoints()
+    }
+    fn put_endpoint(&mut self, pod_ip: u32, endpoint: &PolicyEndpoint) -> Result<()> {
+        (**self).put_endpoint(pod_ip, endpoint)
+    }
+    fn delete_endpoint(&mut self, pod_ip: u32) -> Result<()> {
+        (**self).delete_endpoint(pod_ip)
+    }
+    fn rules(&self) -> Result<Vec<(RuleKey, PolicyRuleValue)>> {
+        (**self).rules()
+    }
+    fn put_rule(&mut self, key: &RuleKey, value: &PolicyRuleValue) -> Result<()> {
+        (**self).put_rule(key, value)
+    }
+    fn delete_rule(&mut self, key: &RuleKey) -> Result<()> {
+        (**self).delete_rule(key)
+    }
+    fn hosts(&self) -> Result<Vec<u32>> {
+        (**self).hosts()
+    }
+    fn put_host(&mut self, address: u32) -> Result<()> {
+        (**self).put_host(address)
+    }
+    fn delete_host(&mut self, address: u32) -> Result<()> {
+        (**self).delete_host(address)
+    }
+    fn set_config(&mut self, config: &PolicyConfig) -> Result<()> {
+        (**self).set_config(config)
+    }
+}

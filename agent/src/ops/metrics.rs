@@ -57,6 +57,17 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// `{policy, direction, verdict}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `namespace/name` of the NetworkPolicy.
+    pub policy: String,
+    /// `ingress` or `egress` (of the selected pod).
+    pub direction: String,
+    /// `drop` or `allow`.
+    pub verdict: String,
+}
+
 /// Every metric of the agent.
 pub struct Metrics {
     registry: Registry,
@@ -88,12 +99,35 @@ pub struct Metrics {
     pub objects_skipped: Family<KindLabel, Counter>,
     /// Objects the source holds, by resource.
     pub source_objects: Family<ResourceLabel, Gauge>,
+    /// Policy verdicts reported by the datapath.
+    pub policy_verdicts: Family<VerdictLabels, Counter>,
+    /// Verdicts that could not be attributed to a policy.
+    pub verdicts_lost: Counter,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The families of the sources and of policy enforcement.
+fn register_sources_and_policies(r: &mut Registry, metrics: &Metrics) {
+    r.register(
+            "weir_source_objects",
+            "Objects the last sync pass was computed from, by resource (what the watchers or the manifest directory hold)",
+            metrics.source_objects.clone(),
+        );
+    r.register(
+            "weir_policy_verdicts",
+            "NetworkPolicy verdicts: drops by every policy that isolated the pod, allows (when logged) by the policy whose rule matched",
+            metrics.policy_verdicts.clone(),
+        );
+    r.register(
+        "weir_policy_verdicts_unattributed",
+        "Verdicts the agent could not attribute to a policy (the pod or rule changed meanwhile)",
+        metrics.verdicts_lost.clone(),
+    );
 }
 
 impl Metrics {
@@ -119,6 +153,8 @@ impl Metrics {
             watch_restarts: Family::default(),
             objects_skipped: Family::default(),
             source_objects: Family::default(),
+            policy_verdicts: Family::default(),
+            verdicts_lost: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -149,7 +185,7 @@ impl Metrics {
         );
         r.register(
             "weir_policies_programmed",
-            "Network policies programmed (always 0: not implemented yet)",
+            "NetworkPolicies compiled into the policy maps",
             metrics.policies.clone(),
         );
         r.register(
@@ -187,11 +223,7 @@ impl Metrics {
             "Objects (or parts) left out of the desired state as invalid, counted on each pass that skips them",
             metrics.objects_skipped.clone(),
         );
-        r.register(
-            "weir_source_objects",
-            "Objects the last sync pass was computed from, by resource (what the watchers or the manifest directory hold)",
-            metrics.source_objects.clone(),
-        );
+        register_sources_and_policies(r, &metrics);
         for result in ["ok", "error"] {
             let _ = metrics.sync_passes.get_or_create(&ResultLabel {
                 result: result.to_owned(),

@@ -23,7 +23,7 @@ pub use census::MapCensus;
 pub use metrics::Metrics;
 pub use server::{Error, Listeners};
 
-use metrics::{ErrorLabels, KindLabel, MapLabel, ResourceLabel, ResultLabel};
+use metrics::{ErrorLabels, KindLabel, MapLabel, ResourceLabel, ResultLabel, VerdictLabels};
 
 /// /healthz fails when the main loop has not ticked for this long: it
 /// polls every few hundred milliseconds, so a minute means it is wedged.
@@ -147,6 +147,32 @@ impl Ops {
         m.services.set(gauge(services));
         m.frontends.set(gauge(frontends));
         m.backends.set(gauge(backends));
+    }
+
+    /// `NetworkPolicies` programmed after a successful policy reconcile.
+    pub fn policies_programmed(&self, policies: usize) {
+        self.inner
+            .metrics
+            .policies
+            .set(i64::try_from(policies).unwrap_or(i64::MAX));
+    }
+
+    /// A verdict of the datapath, attributed to `policy`.
+    pub fn policy_verdict(&self, policy: &str, direction: &str, verdict: &str) {
+        self.inner
+            .metrics
+            .policy_verdicts
+            .get_or_create(&VerdictLabels {
+                policy: policy.to_owned(),
+                direction: direction.to_owned(),
+                verdict: verdict.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A verdict that could not be attributed to any policy.
+    pub fn verdict_unattributed(&self) {
+        self.inner.metrics.verdicts_lost.inc();
     }
 
     /// A reconciler failed for `reason` (`map_full`, ...).

@@ -20,6 +20,7 @@
 pub mod layout;
 pub mod maglev;
 pub mod masq;
+pub mod policy;
 
 use std::collections::BTreeMap;
 

@@ -17,7 +17,6 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -25,7 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{Objects, trim};
+use super::{Objects, Trim};
 use crate::backoff::Backoff;
 
 /// The kinds the agent watches.
@@ -35,7 +34,7 @@ pub enum Kind {
     Service,
     /// discovery.k8s.io/v1 EndpointSlices.
     EndpointSlice,
-    /// core/v1 Pods of this node.
+    /// core/v1 Pods (of every node).
     Pod,
     /// core/v1 Nodes.
     Node,
@@ -101,8 +100,7 @@ pub enum Update {
 /// How the watches are set up.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// This node's name: only its Pods are watched (`spec.nodeName`
-    /// field selector). `None`: Pods are not watched at all.
+    /// This node's name (its pods are the policy endpoints).
     pub node_name: Option<String>,
     /// Longest wait before a failed watch starts over.
     pub max_backoff: Duration,
@@ -201,21 +199,14 @@ pub fn start(client: &Client, options: &Options, updates: &mpsc::UnboundedSender
         all.clone(),
         w,
     )));
+    // Every node's pods: a NetworkPolicy peer is a pod anywhere, known by
+    // its labels and IP (they are trimmed to that, see `Trim for Pod`).
     let (pods, w) = reflector::store();
-    if let Some(node) = &options.node_name {
-        let this_node = all.clone().fields(&format!("spec.nodeName={node}"));
-        tasks.push(tokio::spawn(follow(Kind::Pod).run(
-            Api::all(client.clone()),
-            this_node,
-            w,
-        )));
-    } else {
-        // Nothing to watch: the (empty) store is complete as it is.
-        let _ = updates.send(Update::Listed {
-            kind: Kind::Pod,
-            seen: Instant::now(),
-        });
-    }
+    tasks.push(tokio::spawn(follow(Kind::Pod).run(
+        Api::all(client.clone()),
+        all.clone(),
+        w,
+    )));
     Watches {
         stores: Stores {
             services,
@@ -239,21 +230,14 @@ struct Follow {
 impl Follow {
     async fn run<K>(mut self, api: Api<K>, config: watcher::Config, mut writer: reflector::store::Writer<K>)
     where
-        K: kube::Resource<DynamicType = ()>
-            + k8s_openapi::Metadata<Ty = ObjectMeta>
-            + Clone
-            + Debug
-            + DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
+        K: kube::Resource<DynamicType = ()> + Trim + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
         loop {
             let mut stream = std::pin::pin!(watcher(api.clone(), config.clone()));
             while let Some(item) = stream.next().await {
                 let update = match item {
                     Ok(event) => {
-                        let event = event.modify(trim);
+                        let event = event.modify(Trim::trim);
                         writer.apply_watcher_event(&event);
                         let seen = Instant::now();
                         match event {

@@ -173,11 +173,10 @@ fn add_object(value: serde_yaml::Value, objects: &mut Objects) -> std::result::R
 /// The object, trimmed as the Kubernetes source trims what it stores.
 fn typed<T>(value: serde_yaml::Value, kind: &str) -> std::result::Result<T, String>
 where
-    T: serde::de::DeserializeOwned
-        + k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+    T: serde::de::DeserializeOwned + super::Trim,
 {
     let mut object: T = serde_yaml::from_value(value).map_err(|e| format!("invalid {kind}: {e}"))?;
-    super::trim(&mut object);
+    object.trim();
     Ok(object)
 }
 

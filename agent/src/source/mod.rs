@@ -4,7 +4,6 @@
 pub mod apiserver;
 pub mod dir;
 
-use k8s_openapi::Metadata;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -42,9 +41,95 @@ impl Objects {
     }
 }
 
-/// Drops what no consumer reads but every object carries, before an object
-/// is stored: `managedFields` is often larger than the rest of the object,
-/// and a node agent holds every Service and EndpointSlice of the cluster.
-pub fn trim<K: Metadata<Ty = ObjectMeta>>(object: &mut K) {
-    object.metadata_mut().managed_fields = None;
+/// What an object keeps when it is stored: both sources trim the same way.
+pub trait Trim {
+    /// Drops what no consumer reads. `managedFields` is often larger than
+    /// the rest of the object, and a node agent holds every Service,
+    /// EndpointSlice and Pod of the cluster.
+    fn trim(&mut self);
+}
+
+fn trim_metadata(metadata: &mut ObjectMeta) {
+    metadata.managed_fields = None;
+}
+
+macro_rules! trim_metadata_only {
+    ($($kind:ty),*) => {$(
+        impl Trim for $kind {
+            fn trim(&mut self) {
+                trim_metadata(&mut self.metadata);
+            }
+        }
+    )*};
+}
+
+trim_metadata_only!(Service, EndpointSlice, Node, Namespace, NetworkPolicy);
+
+impl Trim for Pod {
+    /// Pods of every node are kept (a NetworkPolicy peer is a pod anywhere,
+    /// known by its labels and IP), so only what policy and load balancing
+    /// read stays: labels, node, host networking, container port names and
+    /// numbers, phase and IPs.
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        self.metadata.annotations = None;
+        self.metadata.owner_references = None;
+        if let Some(spec) = &mut self.spec {
+            let containers = std::mem::take(&mut spec.containers);
+            *spec = k8s_openapi::api::core::v1::PodSpec {
+                node_name: spec.node_name.take(),
+                host_network: spec.host_network,
+                containers: containers
+                    .into_iter()
+                    .map(|c| k8s_openapi::api::core::v1::Container {
+                        name: c.name,
+                        ports: c.ports,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+        }
+        if let Some(status) = &mut self.status {
+            *status = k8s_openapi::api::core::v1::PodStatus {
+                phase: status.phase.take(),
+                pod_ip: status.pod_ip.take(),
+                pod_ips: status.pod_ips.take(),
+                host_ip: status.host_ip.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_keep_what_policy_reads() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "x", "labels": {"pod": "a"},
+                         "annotations": {"big": "x"}, "managedFields": [{"manager": "k"}]},
+            "spec": {"nodeName": "node-1", "hostNetwork": false, "restartPolicy": "Always",
+                     "containers": [{"name": "c", "image": "i", "args": ["serve"],
+                                     "ports": [{"name": "http", "containerPort": 80}]}]},
+            "status": {"phase": "Running", "podIP": "10.244.1.2", "podIPs": [{"ip": "10.244.1.2"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .unwrap();
+        pod.trim();
+        let json = serde_json::to_value(&pod).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "a", "namespace": "x", "labels": {"pod": "a"}},
+                "spec": {"nodeName": "node-1", "hostNetwork": false,
+                         "containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 80}]}]},
+                "status": {"phase": "Running", "podIP": "10.244.1.2", "podIPs": [{"ip": "10.244.1.2"}]}
+            })
+        );
+    }
 }

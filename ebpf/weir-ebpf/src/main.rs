@@ -10,6 +10,9 @@
 //! traffic leaving the cluster, and translate the replies of both, with one
 //! LRU NAT table as connection tracking.
 //!
+//! NetworkPolicy: TC programs on each pod's host-side veth judge what the
+//! pod sends and is sent, statefully (see `policy`).
+//!
 //! The crate is meant for `bpfel-unknown-none` (`cargo xtask build`). On any
 //! other target it compiles to an empty program, so workspace-wide commands
 //! such as `cargo clippy --workspace` keep working.
@@ -27,6 +30,8 @@ mod nat;
 mod nodeport;
 #[cfg(target_arch = "bpf")]
 mod packet;
+#[cfg(target_arch = "bpf")]
+mod policy;
 #[cfg(target_arch = "bpf")]
 mod tc;
 #[cfg(target_arch = "bpf")]

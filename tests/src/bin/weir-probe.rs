@@ -6,6 +6,7 @@
 //! weir-probe [--netns PATH] [--cgroup DIR] connect IP:PORT [--udp] [--timeout-ms 1000]
 //!            [--count N] [--interval-ms 0] [--json]
 //! weir-probe [--netns PATH] [--cgroup DIR] session IP:PORT [--udp] [--timeout-ms 1000]
+//! weir-probe [--netns PATH] [--cgroup DIR] scan IP:PORT… [--udp] [--timeout-ms 300] [--attempts 2]
 //! ```
 //!
 //! A server answers each TCP connection (and each UDP datagram) with
@@ -26,6 +27,12 @@
 //! what a long-lived connection, or an application holding a connected UDP
 //! socket, looks like to the datapath.
 //!
+//! `scan` dials every target at once (a thread each) and prints one JSON
+//! line per target, in the order given, with a `target` field: the first
+//! answer, or the last failure after `--attempts` tries. It is what a
+//! reachability grid needs — many targets whose dropped SYNs must not add
+//! up one after another.
+//!
 //! `--netns` and `--cgroup` are applied before anything else, so every socket is
 //! created inside the pod's netns and by a process in the pod's cgroup — which is
 //! what makes the node's socket-LB programs see the client's `connect()`.
@@ -44,6 +51,11 @@ use serde_json::json;
 
 /// Longest answer a client accepts; a server name and an address are a short line.
 const MAX_ANSWER: usize = 256;
+
+// A module of this binary, kept out of `src/bin/` so cargo does not take it
+// for a binary of its own.
+#[path = "weir-probe/scan.rs"]
+mod scan;
 
 #[derive(Debug, Parser)]
 #[command(about = "TCP/UDP name server and client for weir's netns tests")]
@@ -103,6 +115,21 @@ enum Command {
         /// Limit for connecting and for each answer.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+    },
+    /// Dial every target at once; one JSON line per target, in order.
+    Scan {
+        /// Addresses to dial.
+        #[arg(required = true)]
+        targets: Vec<SocketAddr>,
+        /// Use UDP (a connected socket) instead of TCP.
+        #[arg(long)]
+        udp: bool,
+        /// Limit for connecting and for reading the answer, per attempt.
+        #[arg(long, default_value_t = 300)]
+        timeout_ms: u64,
+        /// Attempts per target, until one is answered.
+        #[arg(long, default_value_t = 2)]
+        attempts: u32,
     },
 }
 
@@ -166,6 +193,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             udp,
             timeout_ms,
         } => session(target, udp, Duration::from_millis(timeout_ms.max(1))),
+        Command::Scan {
+            targets,
+            udp,
+            timeout_ms,
+            attempts,
+        } => scan::scan(
+            &targets,
+            udp,
+            Duration::from_millis(timeout_ms.max(1)),
+            attempts.max(1),
+        ),
     }
 }
 

@@ -375,9 +375,11 @@ fn pods_namespaces_policies_and_bad_objects_reach_the_agents() {
     apply(&mut cluster, WEB, "creating pods and the web Service");
     wait(&mut cluster, "the web Service", |s| s.backends == 2);
 
-    // Pods: each agent watches its node's only (spec.nodeName selector).
-    wait_metric(&cluster, "node-1", "weir_source_objects{resource=\"pods\"}", 2.0);
-    wait_metric(&cluster, "node-2", "weir_source_objects{resource=\"pods\"}", 1.0);
+    // Pods: every agent holds every node's pods (a policy peer is a pod
+    // anywhere), trimmed.
+    for node in ["node-1", "node-2"] {
+        wait_metric(&cluster, node, "weir_source_objects{resource=\"pods\"}", 3.0);
+    }
     // Namespaces (default, kube-system, team-a) and NetworkPolicies: created,
     // then deleted. (Policy enforcement reads them from the same stores.)
     let before = metric(&cluster, "node-1", "weir_source_objects{resource=\"namespaces\"}").unwrap_or(0.0);

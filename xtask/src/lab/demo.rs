@@ -2,7 +2,11 @@
 //! applied, the client requests the Service's ClusterIP and the table shows
 //! which pod on which node answered each time; then a reachability matrix
 //! shows every pod reaching every backend across nodes with its own address.
+//! The finale ([`policy`]) applies a NetworkPolicy from
+//! `examples/lab/policy` and shows who still gets in, before and after.
 //! Everything is torn down at the end — after an error or Ctrl-C too.
+
+mod policy;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -49,6 +53,8 @@ pub fn run(root: &Path, bins: &Binaries) -> Result<()> {
     let examples = root.join("examples/lab");
     let objects = kube::read_paths(std::slice::from_ref(&examples))?;
     let example = Example::read(&objects)?;
+    // Read now, so a broken policy file fails before anything is built.
+    let policy_objects = kube::read_paths(&[root.join(policy::POLICY_DIR)])?;
 
     println!(
         "\nweir lab: two nodes on one fabric, an API server, pods by weir-cni, a ClusterIP through eBPF\n"
@@ -82,7 +88,7 @@ pub fn run(root: &Path, bins: &Binaries) -> Result<()> {
         Err(_) if interrupted.load(Ordering::SeqCst) => bail!("interrupted; the lab was torn down"),
         Err(err) => return Err(err),
     };
-    let outcome = run_on(&mut cluster, objects, &example, &interrupted);
+    let outcome = run_on(&mut cluster, (objects, policy_objects), &example, &interrupted);
     if outcome.is_err() && !interrupted.load(Ordering::SeqCst) {
         println!("\n{}\n", cluster.diagnostics());
     }
@@ -163,7 +169,7 @@ impl Example {
 /// Everything between building the cluster and tearing it down.
 fn run_on(
     cluster: &mut Cluster,
-    objects: Vec<Object>,
+    (objects, policy_objects): (Vec<Object>, Vec<Object>),
     example: &Example,
     interrupted: &AtomicBool,
 ) -> Result<()> {
@@ -218,7 +224,9 @@ fn run_on(
     check()?;
     report_node_port(cluster)?;
     check()?;
-    reachability(cluster, example)
+    reachability(cluster, example)?;
+    check()?;
+    policy::finale(cluster, policy_objects, example)
 }
 
 /// The example Service's nodePort (examples/lab/service.yaml).

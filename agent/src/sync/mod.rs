@@ -3,6 +3,8 @@
 //! health-check servers). The source that produced the objects does not
 //! matter: this is the single code path after it.
 
+mod policy;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
@@ -21,6 +23,7 @@ use crate::routes::{self, NetlinkRoutes, Target};
 use crate::sockterm::SocketTerminator;
 use crate::source::Objects;
 use crate::status::Status;
+pub use policy::PolicyEnforcement;
 
 /// Which node this agent runs on and what it does for it.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub struct Syncer<M, Q> {
     removed_backends: Vec<weir_common::Backend4>,
     /// Aborts connected UDP sockets of removed backends; `None`: leave them.
     sockets: Option<SocketTerminator>,
+    /// NetworkPolicy enforcement; `None`: policies are not enforced.
+    policy: Option<PolicyEnforcement>,
     /// Health and metrics.
     ops: Ops,
     /// What failed in the current pass (the not-ready reason).
@@ -85,6 +90,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             health: HealthServers::default(),
             removed_backends: Vec::new(),
             sockets: None,
+            policy: None,
             ops: Ops::default(),
             failures: Vec::new(),
             node_seen: None,
@@ -117,6 +123,14 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     fn failed(&mut self, reconciler: &str, reason: &str, message: String) {
         self.ops.reconcile_error(reconciler, reason);
         self.failures.push(message);
+    }
+
+    /// Also enforces `NetworkPolicies` for this node's pods (see
+    /// [`policy`]). Needs [`NodeOptions`]: the endpoints are the node's pods.
+    #[must_use]
+    pub fn with_policy(mut self, policy: PolicyEnforcement) -> Self {
+        self.policy = Some(policy);
+        self
     }
 
     /// Also aborts the connected UDP sockets socket-LB pointed at a backend
@@ -180,6 +194,16 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             }
             ok &= self.apply_routes(state, &node, status).await;
             ok &= self.apply_masquerade(state, &node);
+            if let Some(policy) = &mut self.policy {
+                let addresses = policy::node_addresses(Some(state));
+                let failures = policy
+                    .apply(objects, &node.name, &addresses, &self.ops, &mut self.skipped)
+                    .await;
+                for (reconciler, reason, message) in failures {
+                    self.failed(reconciler, reason, message);
+                    ok = false;
+                }
+            }
             if let Err(e) = write_cni_config(state, &node, status) {
                 self.failed("cni_config", "io", format!("CNI config: {e}"));
                 ok = false;
