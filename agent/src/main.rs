@@ -89,6 +89,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         "datapath loaded"
     );
     let ops = Ops::new(Some(MapCensus::new(&settings.bpffs)));
+    ops.set_agent_info(agent_info(&settings));
     listeners.spawn(&ops);
 
     let node = settings.node_name.clone().map(|name| NodeOptions {
@@ -166,6 +167,33 @@ const RESYNC_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 /// Longest wait between attempts to restart a failed watch: client-go's
 /// reflector backs off to 30 s as well.
 const MAX_WATCH_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How this agent runs, for the CLI's `/v1/status`.
+fn agent_info(settings: &Settings) -> weir_agent::ops::api::AgentInfo {
+    weir_agent::ops::api::AgentInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        datapath: if settings.device.is_some() {
+            "socket-lb+tc"
+        } else {
+            "socket-lb"
+        }
+        .to_owned(),
+        tc_devices: settings.device.iter().map(ToString::to_string).collect(),
+        lb_algorithm: match settings.lb_algorithm {
+            Algorithm::Random => "random",
+            Algorithm::Maglev => "maglev",
+        }
+        .to_owned(),
+        source: match &settings.source {
+            Source::Manifests(dir) => format!("manifests {}", dir.display()),
+            Source::Kubernetes {
+                kubeconfig: Some(path),
+            } => format!("kubeconfig {}", path.display()),
+            Source::Kubernetes { kubeconfig: None } => "in-cluster".to_owned(),
+        },
+        ip_family: "ipv4".to_owned(),
+    }
+}
 
 /// One line with what this agent is and does; the node's addresses follow
 /// once its Node object is seen (logged by the syncer).

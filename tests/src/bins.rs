@@ -19,6 +19,8 @@ pub struct Binaries {
     pub cni: PathBuf,
     /// The test client/server (`weir-probe`).
     pub probe: PathBuf,
+    /// The operator CLI (`weir`).
+    pub cli: PathBuf,
 }
 
 impl Binaries {
@@ -30,6 +32,7 @@ impl Binaries {
             agent: dir.join("weir-agent"),
             cni: dir.join("weir-cni"),
             probe: dir.join("weir-probe"),
+            cli: dir.join("weir"),
             dir,
         }
     }

@@ -205,6 +205,34 @@ impl Node {
         self.agent.as_mut().context("the agent was never started")?.kill()
     }
 
+    /// Runs the operator CLI `weir ARGS` on this node (its netns), pointed
+    /// at this node's maps, agent, verdict socket and IPAM store, as an
+    /// operator on the node would run it. Returns the exit code and stdout;
+    /// stderr is in the error of a failed spawn only.
+    pub fn weir(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.weir_command(args)
+            .output()
+            .with_context(|| format!("running weir {} on {}", args.join(" "), self.name))
+    }
+
+    /// The command [`Self::weir`] runs, not yet started: for a CLI that runs
+    /// on while the test acts (`weir monitor`).
+    #[must_use]
+    pub fn weir_command(&self, args: &[&str]) -> std::process::Command {
+        let paths = self.agent_paths();
+        let mut command = crate::cmd::nsenter(&self.netns.path(), &self.bins.cli);
+        command
+            .arg("--bpffs")
+            .arg(&paths.bpffs)
+            .args(["--agent", "127.0.0.1:9879"])
+            .arg("--verdict-socket")
+            .arg(self.verdict_socket())
+            .arg("--cni-data-dir")
+            .arg(&self.ipam_dir)
+            .args(args);
+        command
+    }
+
     /// The agent's verdict socket (NetworkPolicy verdicts as JSON lines).
     #[must_use]
     pub fn verdict_socket(&self) -> std::path::PathBuf {

@@ -47,6 +47,8 @@ pub fn build(root: &Path, profile: Profile) -> Result<Built> {
         "-p",
         "weir-cni",
         "-p",
+        "weir-cli",
+        "-p",
         "weir-tests",
     ]);
     if profile == Profile::Release {

@@ -34,6 +34,10 @@ pub fn test(root: &Path, unit_only: bool, filter: Option<&str>) -> Result<()> {
             "privileged",
             "--",
             "--ignored",
+            // One at a time: several tests assert zero failed requests with
+            // 1 s attempt timeouts, and two clusters loading programs at once
+            // saturate a 2-core machine enough to stall a probe past that.
+            "--test-threads=1",
         ])
         .args(filter)
         .env("WEIR_BIN_DIR", &built.bin_dir);

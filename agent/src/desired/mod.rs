@@ -15,7 +15,7 @@ pub use endpoints::{Endpoint, select};
 pub use error::{ObjectError, ObjectRef, Reason};
 pub use node::{LocalNode, NodeRoute, NodeState, compute_nodes};
 pub use policy::{IdHints, PolicyInput, PolicyState, compile as compile_policies};
-pub use service::compute;
+pub use service::{ALGORITHM_ANNOTATION, compute};
 
 /// Transport protocol of a frontend or backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

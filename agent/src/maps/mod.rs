@@ -6,6 +6,7 @@ mod fake;
 mod masq;
 mod pinned;
 pub mod policy;
+pub mod policy_eval;
 mod policy_pinned;
 
 pub use dump::{MapDump, dump_pinned};

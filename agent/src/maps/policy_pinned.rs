@@ -46,6 +46,24 @@ impl PinnedPolicyMaps {
     }
 }
 
+impl PinnedPolicyMaps {
+    /// Opens the maps pinned under `bpffs` (read-only use: the `weir` CLI
+    /// reads them while the agent may be down).
+    pub fn from_pins(bpffs: &std::path::Path) -> Result<Self> {
+        let open = |name: &'static str| -> Result<Map> {
+            MapData::from_pin(bpffs.join(name))
+                .and_then(Map::from_map_data)
+                .map_err(map_err(name, "open"))
+        };
+        Self::new(
+            Some(open(POLICY_ENDPOINTS_MAP)?),
+            Some(open(POLICY_RULES_MAP)?),
+            Some(open(POLICY_HOSTS_MAP)?),
+            Some(open(POLICY_CONFIG_MAP)?),
+        )
+    }
+}
+
 /// The trie key of a [`RuleKey`]: the trie matches the endpoint and
 /// direction in full, then `peer_prefix_len` bits of the peer.
 pub(crate) fn trie_key(key: &RuleKey) -> Key<PolicyRuleKey> {

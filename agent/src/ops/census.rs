@@ -10,11 +10,17 @@
 use std::path::{Path, PathBuf};
 
 use aya::Pod;
+use aya::maps::lpm_trie::LpmTrie;
 use aya::maps::{HashMap, Map, MapData, MapError};
 use weir_common::lb::{
-    AFFINITY_MAP, Affinity4Key, Affinity4Value, BACKENDS_MAP, MAGLEV_MAP, MaglevTable, SERVICES_MAP,
+    AFFINITY_MAP, Affinity4Key, Affinity4Value, BACKENDS_MAP, MAGLEV_MAP, MaglevTable, REVERSE_SK_MAP,
+    ReverseSockKey, ReverseSockValue, SERVICES_MAP,
 };
-use weir_common::nat::{NAT_MAP, Nat4Entry, Nat4Key};
+use weir_common::nat::{MASQ_SKIP_MAP, NAT_MAP, NAT_MAP_V1, Nat4Entry, Nat4Key, NatRewrite};
+use weir_common::policy::{
+    POLICY_CT_MAP, POLICY_ENDPOINTS_MAP, POLICY_HOSTS_MAP, POLICY_RULES_MAP, PolicyCtKey, PolicyCtValue,
+    PolicyEndpoint, PolicyRuleKey, PolicyRuleValue,
+};
 use weir_common::{Backend4, BackendId, Service4Key, Service4Value};
 
 /// One map: its label and its count.
@@ -52,21 +58,20 @@ impl MapCensus {
         }
     }
 
+    /// The bpffs directory the maps are pinned under (`/v1/policy/verdict`
+    /// reads the policy maps from there).
+    #[must_use]
+    pub fn bpffs(&self) -> &Path {
+        &self.bpffs
+    }
+
     /// Counts every map; a map that cannot be read is left out (and logged
     /// at debug level: a scrape must not fail for one map).
     #[must_use]
     pub fn count(&self) -> Vec<MapCount> {
         MAPS.iter()
             .filter_map(|(label, pin)| {
-                let path = self.bpffs.join(pin);
-                let counted = match *label {
-                    "services" => count::<Service4Key, Service4Value>(&path),
-                    "backends" => count::<BackendId, Backend4>(&path),
-                    "maglev" => count::<Service4Key, MaglevTable>(&path),
-                    "affinity" => count::<Affinity4Key, Affinity4Value>(&path),
-                    _ => count::<Nat4Key, Nat4Entry>(&path),
-                };
-                counted
+                count(&self.bpffs.join(pin), pin)
                     .inspect_err(|e| tracing::debug!(map = pin, error = %e, "cannot count map"))
                     .ok()
                     .map(|(entries, capacity)| MapCount {
@@ -79,13 +84,50 @@ impl MapCensus {
     }
 }
 
-/// (entries, capacity) of the hash map pinned at `path`.
-fn count<K: Pod, V: Pod>(path: &Path) -> Result<(u64, u64), MapError> {
+/// (entries, capacity) of the map pinned at `path` as `pin`.
+fn count(path: &Path, pin: &str) -> Result<(u64, u64), MapError> {
     let data = MapData::from_pin(path)?;
     let capacity = u64::from(data.info()?.max_entries());
-    let map: HashMap<MapData, K, V> = HashMap::try_from(Map::from_map_data(data)?)?;
-    // A key deleted between two steps of the walk ends it early: the count
-    // is a snapshot, as any count of a live map is.
-    let entries = map.keys().flatten().count() as u64;
+    let entries = count_entries(data, pin)?.unwrap_or(capacity);
     Ok((entries, capacity))
+}
+
+/// Entries now in `data`, a map pinned as `pin`, walking its keys with the
+/// layout `weir_common` gives that name (the kernel checks key and value
+/// sizes, so a map of another layout is an error, not a wrong count).
+/// `None` for a map whose entries are not counted: arrays (always full),
+/// ring buffers, names weir does not know. Shared with the `weir` CLI.
+///
+/// A key deleted between two steps of the walk ends it early: the count is
+/// a snapshot, as any count of a live map is.
+pub fn count_entries(data: MapData, pin: &str) -> Result<Option<u64>, MapError> {
+    let map = Map::from_map_data(data)?;
+    let entries = match pin {
+        SERVICES_MAP => hash_keys::<Service4Key, Service4Value>(map)?,
+        BACKENDS_MAP => hash_keys::<BackendId, Backend4>(map)?,
+        MAGLEV_MAP => hash_keys::<Service4Key, MaglevTable>(map)?,
+        AFFINITY_MAP => hash_keys::<Affinity4Key, Affinity4Value>(map)?,
+        REVERSE_SK_MAP => hash_keys::<ReverseSockKey, ReverseSockValue>(map)?,
+        NAT_MAP => hash_keys::<Nat4Key, Nat4Entry>(map)?,
+        NAT_MAP_V1 => hash_keys::<Nat4Key, NatRewrite>(map)?,
+        POLICY_ENDPOINTS_MAP => hash_keys::<u32, PolicyEndpoint>(map)?,
+        POLICY_CT_MAP => hash_keys::<PolicyCtKey, PolicyCtValue>(map)?,
+        POLICY_HOSTS_MAP => hash_keys::<u32, u8>(map)?,
+        POLICY_RULES_MAP => trie_keys::<PolicyRuleKey, PolicyRuleValue>(map)?,
+        MASQ_SKIP_MAP => trie_keys::<u32, u8>(map)?,
+        _ => return Ok(None),
+    };
+    Ok(Some(entries))
+}
+
+/// Keys of a hash (or LRU hash) map.
+fn hash_keys<K: Pod, V: Pod>(map: Map) -> Result<u64, MapError> {
+    let map: HashMap<MapData, K, V> = HashMap::try_from(map)?;
+    Ok(map.keys().flatten().count() as u64)
+}
+
+/// Keys of an LPM trie.
+fn trie_keys<K: Pod, V: Pod>(map: Map) -> Result<u64, MapError> {
+    let map: LpmTrie<MapData, K, V> = LpmTrie::try_from(map)?;
+    Ok(map.keys().flatten().count() as u64)
 }

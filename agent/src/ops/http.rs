@@ -60,8 +60,9 @@ impl Response {
     }
 }
 
-/// Accepts connections forever, answering each with `handler(path)`; the
-/// path is `None` when the client sent no readable request line (a TCP
+/// Accepts connections forever, answering each with `handler(target)` (the
+/// path with its `?query`, see [`request_target`]); the target is `None`
+/// when the client sent no readable request line (a TCP
 /// probe), so a health check can still answer it.
 pub async fn serve<H, F>(listener: TcpListener, what: &'static str, handler: H)
 where
@@ -90,7 +91,7 @@ where
 {
     let mut buf = [0u8; 1024];
     let path = match tokio::time::timeout(READ_TIMEOUT, stream.read(&mut buf)).await {
-        Ok(Ok(n)) => request_path(&buf[..n]),
+        Ok(Ok(n)) => request_target(&buf[..n]),
         _ => None,
     };
     if path.is_none() {
@@ -99,6 +100,15 @@ where
     let response = handler(path).await;
     let _ = stream.write_all(response.render().as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// The target of `GET /path?query HTTP/1.1`, query included (handlers that
+/// route by path split it off; `/v1/policy/verdict` reads its parameters).
+#[must_use]
+pub fn request_target(request: &[u8]) -> Option<String> {
+    let line = request.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    line.split_whitespace().nth(1).map(str::to_owned)
 }
 
 /// The path of `GET /path?query HTTP/1.1`, without the query.

@@ -11,10 +11,13 @@
 //! Services is worse than one a rollout notices (the Services already
 //! programmed keep working either way; see `docs/configuration.md`).
 
+pub mod api;
 pub mod census;
 pub mod http;
 pub mod metrics;
 mod server;
+pub mod trace;
+pub mod view;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,6 +40,8 @@ struct Inner {
     health: Mutex<Health>,
     metrics: Metrics,
     census: Option<MapCensus>,
+    /// What `/v1/…` shows, as of the last pass.
+    view: Mutex<api::View>,
 }
 
 struct Health {
@@ -77,6 +82,7 @@ impl Ops {
                 }),
                 metrics: Metrics::new(),
                 census,
+                view: Mutex::default(),
             }),
         }
     }
@@ -218,6 +224,58 @@ impl Ops {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    fn view_mut(&self) -> std::sync::MutexGuard<'_, api::View> {
+        self.inner.view.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of what `/v1/…` shows.
+    fn view(&self) -> api::View {
+        self.view_mut().clone()
+    }
+
+    /// The map census, if the maps are counted.
+    fn census(&self) -> Option<MapCensus> {
+        self.inner.census.clone()
+    }
+
+    /// How the agent runs (set once at start, for `/v1/status`).
+    pub fn set_agent_info(&self, info: api::AgentInfo) {
+        self.view_mut().agent = info;
+    }
+
+    /// This node as the current pass sees it.
+    pub fn publish_node(&self, node: api::NodeInfo) {
+        self.view_mut().node = node;
+    }
+
+    /// The Services and load-balancer counts the current pass computed.
+    pub fn publish_services(&self, services: Vec<api::ServiceDoc>, frontends: usize, backends: usize) {
+        let mut view = self.view_mut();
+        view.counts.services = services.len();
+        view.counts.frontends = frontends;
+        view.counts.backends = backends;
+        view.services = services;
+    }
+
+    /// The policy endpoints and policy count of the last policy reconcile.
+    pub fn publish_endpoints(&self, endpoints: Vec<api::EndpointDoc>, policies: usize) {
+        let mut view = self.view_mut();
+        view.counts.endpoints = endpoints.len();
+        view.counts.policies = policies;
+        view.endpoints = endpoints;
+    }
+
+    /// A pass ended: the objects it skipped; a complete one (`ok`) also
+    /// counts as a generation, stamped now.
+    pub fn publish_pass(&self, ok: bool, skipped: Vec<String>) {
+        let mut view = self.view_mut();
+        view.skipped = skipped;
+        if ok {
+            view.generation += 1;
+            view.last_sync = Some(std::time::SystemTime::now());
+        }
     }
 
     /// The metrics exposition, with the map counts refreshed first (on the

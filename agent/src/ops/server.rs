@@ -1,4 +1,5 @@
-//! The ops listeners: /healthz and /readyz on the health address, /metrics
+//! The ops listeners: /healthz, /readyz and the CLI's `/v1/…` API (see
+//! [`super::api`]) on the health address, /metrics
 //! on the metrics address — one listener serving all three when the
 //! addresses are equal. Bound at start, before the datapath is touched, so
 //! a port in use stops the agent with a clear error instead of a node that
@@ -112,9 +113,20 @@ impl Listeners {
 }
 
 pub(super) async fn route(ops: &Ops, paths: Paths, path: Option<&str>) -> Response {
+    // The request target carries the query; only /v1/policy/verdict reads it.
+    let (path, query) = path.map_or((None, ""), |t| {
+        let (p, q) = t.split_once('?').unwrap_or((t, ""));
+        (Some(p), q)
+    });
     match path {
+        Some("/v1/policy/verdict") if paths.health => super::trace::verdict(ops, query).await,
         Some("/healthz" | "/livez") if paths.health => healthz(ops),
         Some("/readyz") if paths.health => readyz(ops),
+        // The CLI's API lives next to the health endpoints: it is local to
+        // the node, as `weir` is.
+        Some(p) if paths.health && p.starts_with("/v1/") => super::api::route(ops, p)
+            .await
+            .unwrap_or_else(|| Response::text("404 Not Found", "not found\n")),
         Some("/metrics") if paths.metrics => Response {
             status: "200 OK",
             content_type: CONTENT_TYPE,

@@ -157,6 +157,8 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             self.failures.join("; ")
         };
         self.ops.set_ready(ok, &reason);
+        self.ops
+            .publish_pass(ok, self.skipped.iter().map(ToString::to_string).collect());
         ok
     }
 
@@ -185,6 +187,9 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         state_errors(&self.ops, &errors);
         self.skipped.extend(errors);
         let mut ok = self.apply_lb(&desired, status);
+        // After the maps were written: the API never shows a Service the
+        // datapath does not have yet.
+        self.publish_view(objects, &desired, &scope);
         ok &= self.forget_removed_udp_flows();
         self.health.update(&desired.health_checks).await;
         if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
@@ -210,6 +215,18 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             }
         }
         ok
+    }
+
+    /// What the CLI's API shows of this pass: the node and the Services.
+    fn publish_view(&self, objects: &Objects, desired: &desired::DesiredState, scope: &Scope) {
+        self.ops.publish_node(crate::ops::api::NodeInfo {
+            name: scope.node_name.clone(),
+            addresses: scope.node_addresses.clone(),
+            pod_cidr: scope.pod_cidr.map(|c| c.to_string()),
+        });
+        let services = crate::ops::view::services(&objects.services, &objects.slices, desired, scope);
+        self.ops
+            .publish_services(services, desired.frontends.len(), desired.backend_count());
     }
 
     /// Logs this node's address and podCIDR when first known and when they

@@ -137,6 +137,7 @@ impl PolicyEnforcement {
                 if let Some(hub) = &self.hub {
                     hub.set_context(context(&state));
                 }
+                ops.publish_endpoints(endpoint_docs(&state), summary.policies);
                 self.previous = Some(state);
             }
             Err(e) => {
@@ -180,6 +181,24 @@ fn context(state: &PolicyState) -> verdicts::Context {
             })
             .collect(),
     }
+}
+
+/// The local pods as the CLI's `/v1/endpoints` shows them.
+fn endpoint_docs(state: &PolicyState) -> Vec<crate::ops::api::EndpointDoc> {
+    let names = |list: &[policy::PolicyName]| list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    state
+        .endpoint_info
+        .iter()
+        .map(|(id, info)| crate::ops::api::EndpointDoc {
+            pod: info.pod.clone(),
+            ip: info.ip,
+            id: *id,
+            isolated_ingress: !info.ingress.is_empty(),
+            isolated_egress: !info.egress.is_empty(),
+            ingress_policies: names(&info.ingress),
+            egress_policies: names(&info.egress),
+        })
+        .collect()
 }
 
 /// The node's own addresses, always allowed into its pods.

@@ -54,6 +54,15 @@ impl DiskStore {
         &self.dir
     }
 
+    /// Every allocation (address, owner; `None` for a file without one: an
+    /// ADD in progress or one that crashed), by address. Read-only and
+    /// lock-free, for inspection (`weir ipam list`): a listing is a snapshot.
+    pub fn list(&self) -> Result<Vec<(Ipv4Addr, Option<Owner>)>> {
+        let mut all = self.allocations()?;
+        all.sort_unstable_by_key(|(ip, _)| *ip);
+        Ok(all)
+    }
+
     fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
         let path = path.to_owned();
         move |source| Error::Io { action, path, source }

@@ -188,3 +188,22 @@ fn concurrent_allocations_get_distinct_addresses() {
     assert_eq!(ips[0], ip("10.0.0.2"));
     assert_eq!(ips[15], ip("10.0.0.17"));
 }
+
+#[test]
+fn list_shows_every_allocation_by_address_with_its_owner() {
+    let tmp = TempDir::new();
+    let s = store(&tmp, "10.244.1.0/24");
+    assert!(s.list().unwrap().is_empty(), "no directory yet: nothing allocated");
+    s.allocate(&owner("b")).unwrap();
+    s.allocate(&owner("a")).unwrap();
+    // An ADD that died before writing its owner.
+    fs::write(tmp.0.join("weir/10.244.1.9"), "").unwrap();
+    assert_eq!(
+        s.list().unwrap(),
+        [
+            (ip("10.244.1.2"), Some(owner("b"))),
+            (ip("10.244.1.3"), Some(owner("a"))),
+            (ip("10.244.1.9"), None),
+        ]
+    );
+}

@@ -9,6 +9,9 @@
 mod agent_link;
 mod apiserver;
 mod apply;
+mod cli_agent;
+mod cli_bpf;
+mod cli_trace;
 mod clusterip;
 mod cni;
 mod cni_spec;

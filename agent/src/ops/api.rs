@@ -1,0 +1,290 @@
+//! The agent's read-only JSON API for the `weir` CLI, on the health
+//! listener: `/v1/status`, `/v1/services`, `/v1/endpoints`.
+//!
+//! The documents are what the last sync pass computed (published by the
+//! syncer into [`super::Ops`]), not a fresh computation: the CLI shows what
+//! the agent decided, and asking never waits for or disturbs a pass. Field
+//! names are `snake_case` and a stable interface (the CLI and scripts parse
+//! them); the types are shared with the CLI so both sides agree.
+
+use std::net::Ipv4Addr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::Ops;
+use super::http::Response;
+
+/// What the agent is and how it runs; set once at start.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// The agent's version.
+    pub version: String,
+    /// `socket-lb`, or `socket-lb+tc` when the uplink programs are attached.
+    pub datapath: String,
+    /// Uplink devices carrying the TC programs (NodePort, externalIP, SNAT).
+    pub tc_devices: Vec<String>,
+    /// Default algorithm of the per-packet path: `random` or `maglev`.
+    pub lb_algorithm: String,
+    /// Where the objects come from: `manifests DIR`, `kubeconfig FILE`, `in-cluster`.
+    pub source: String,
+    /// `ipv4` (the only family weir serves today).
+    pub ip_family: String,
+}
+
+/// This node as the last pass saw it (from its Node object).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// `metadata.name`; `None` without `--node-name`.
+    pub name: Option<String>,
+    /// The node's addresses (NodePorts are served on each).
+    pub addresses: Vec<Ipv4Addr>,
+    /// The node's podCIDR, once known.
+    pub pod_cidr: Option<String>,
+}
+
+/// How many objects the datapath holds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counts {
+    /// Services with at least one frontend.
+    pub services: usize,
+    /// Frontends (VIP:port/proto) programmed.
+    pub frontends: usize,
+    /// Distinct backends programmed.
+    pub backends: usize,
+    /// `NetworkPolicies` selecting a local pod.
+    pub policies: usize,
+    /// Local pods known to the policy programs.
+    pub endpoints: usize,
+}
+
+/// One pinned map's fill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MapFill {
+    /// Short name (`services`, `backends`, `maglev`, `affinity`, `nat`).
+    pub map: String,
+    /// Entries now.
+    pub entries: u64,
+    /// `max_entries`.
+    pub capacity: u64,
+}
+
+/// `/v1/status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatusDoc {
+    /// The main loop ticks (what /healthz says).
+    pub healthy: bool,
+    /// The last pass programmed everything (what /readyz says).
+    pub ready: bool,
+    /// Why not ready (`None` when ready).
+    pub not_ready_reason: Option<String>,
+    /// This node.
+    pub node: NodeInfo,
+    /// How the agent runs.
+    pub agent: AgentInfo,
+    /// End of the last complete pass, RFC 3339 UTC; `None` before the first.
+    pub last_sync: Option<String>,
+    /// Complete passes since start.
+    pub generation: u64,
+    /// What the datapath holds.
+    pub counts: Counts,
+    /// Fill of each pinned map.
+    pub maps: Vec<MapFill>,
+    /// Objects the last pass left out, and why.
+    pub skipped: Vec<String>,
+}
+
+/// A frontend of a Service.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FrontendDoc {
+    /// `ip:port/PROTO`.
+    pub address: String,
+    /// `clusterIP`, `nodePort`, `externalIP` or `loadBalancer`.
+    pub kind: String,
+    /// The backends new connections to it go to (`ip:port/PROTO`), after
+    /// the traffic policy and the ready/terminating fallback.
+    pub backends: Vec<String>,
+}
+
+/// An endpoint of a Service, from its EndpointSlices.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendDoc {
+    /// `ip:port/PROTO`.
+    pub address: String,
+    /// The node it runs on, if the slice says.
+    pub node: Option<String>,
+    /// `ready`; `serving` (terminating, still serving: used only when no
+    /// endpoint is ready); `terminating` (not serving); `not_ready`.
+    pub state: String,
+    /// Some frontend sends new connections to it.
+    pub in_use: bool,
+}
+
+/// `/v1/services`: one per Service with frontends.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceDoc {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// `ClusterIP`, `NodePort` or `LoadBalancer`.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// Every frontend programmed for it.
+    pub frontends: Vec<FrontendDoc>,
+    /// Every endpoint its slices list.
+    pub backends: Vec<BackendDoc>,
+    /// Per-packet (external) algorithm: `random` or `maglev`; sockets always
+    /// pick at random.
+    pub algorithm: String,
+    /// `None` or `ClientIP`.
+    pub session_affinity: String,
+    /// ClientIP stickiness in seconds.
+    pub affinity_timeout_seconds: Option<u32>,
+    /// `Cluster` or `Local`.
+    pub external_traffic_policy: String,
+    /// `Cluster` or `Local`.
+    pub internal_traffic_policy: String,
+}
+
+/// `/v1/endpoints`: a local pod the policy programs know.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointDoc {
+    /// `namespace/name` of the pod.
+    pub pod: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The endpoint id in the maps and verdicts.
+    pub id: u16,
+    /// Some policy isolates it for ingress (only its rules admit).
+    pub isolated_ingress: bool,
+    /// Some policy isolates it for egress.
+    pub isolated_egress: bool,
+    /// Policies selecting it for ingress (`namespace/name`).
+    pub ingress_policies: Vec<String>,
+    /// Policies selecting it for egress.
+    pub egress_policies: Vec<String>,
+}
+
+/// What the syncer publishes after each pass.
+#[derive(Debug, Clone, Default)]
+pub(super) struct View {
+    pub(super) agent: AgentInfo,
+    pub(super) node: NodeInfo,
+    pub(super) last_sync: Option<SystemTime>,
+    pub(super) generation: u64,
+    pub(super) counts: Counts,
+    pub(super) skipped: Vec<String>,
+    pub(super) services: Vec<ServiceDoc>,
+    pub(super) endpoints: Vec<EndpointDoc>,
+}
+
+/// Answers `/v1/…`; `None` for any other path.
+pub(super) async fn route(ops: &Ops, path: &str) -> Option<Response> {
+    let body = match path {
+        "/v1/status" => serde_json::to_string_pretty(&status(ops).await),
+        "/v1/services" => serde_json::to_string_pretty(&ops.view().services),
+        "/v1/endpoints" => serde_json::to_string_pretty(&ops.view().endpoints),
+        _ => return None,
+    };
+    Some(match body {
+        Ok(body) => Response {
+            status: "200 OK",
+            content_type: "application/json",
+            headers: Vec::new(),
+            body: body + "\n",
+        },
+        Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
+    })
+}
+
+/// The status document, with the maps counted now (on the blocking pool).
+async fn status(ops: &Ops) -> StatusDoc {
+    // The view first: a pass publishes it after writing the maps, so the
+    // maps counted after it hold at least what it says.
+    let view = ops.view();
+    let maps = match ops.census() {
+        Some(census) => tokio::task::spawn_blocking(move || census.count())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| MapFill {
+                map: c.map.to_owned(),
+                entries: c.entries,
+                capacity: c.capacity,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let (ready, reason) = ops.readiness();
+    StatusDoc {
+        healthy: ops.since_alive() < super::LIVENESS_WINDOW,
+        ready,
+        not_ready_reason: (!ready).then_some(reason),
+        node: view.node,
+        agent: view.agent,
+        last_sync: view.last_sync.map(rfc3339),
+        generation: view.generation,
+        counts: view.counts,
+        maps,
+        skipped: view.skipped,
+    }
+}
+
+/// `time` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds).
+#[must_use]
+pub fn rfc3339(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_date(days);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The proleptic Gregorian date `days` after 1970-01-01: count in 400-year
+/// eras (146 097 days each) from 0000-03-01, so leap days end each year.
+fn civil_date(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400 + 3_723);
+        assert_eq!(rfc3339(t), "2000-02-29T01:02:03Z");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_798_761_599);
+        assert_eq!(rfc3339(t), "2026-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn service_type_is_serialized_as_type() {
+        let doc = ServiceDoc {
+            service_type: "NodePort".into(),
+            ..ServiceDoc::default()
+        };
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["type"], "NodePort");
+    }
+}
