@@ -230,6 +230,10 @@ impl Node {
             .arg("--cni-data-dir")
             .arg(&self.ipam_dir)
             .args(args);
+        if let Some(node) = &self.agent_options.node {
+            // `weir ipam` reads the podCIDR from the conflist the agent wrote.
+            command.env("WEIR_CNI_CONF_DIR", &node.cni_conf_dir);
+        }
         command
     }
 

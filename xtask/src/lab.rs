@@ -71,6 +71,16 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run the operator CLI `weir` on a lab node, pointed at that node's
+    /// maps, agent, verdict socket and IPAM store (as an operator on the
+    /// node would run it). Example: `cargo xtask lab weir node-1 service list`.
+    Weir {
+        /// The node, e.g. `node-1`.
+        node: String,
+        /// The `weir` command and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
     /// Nodes, agents, pods and Services of the lab.
     Status {
         /// Output format.
@@ -104,7 +114,22 @@ pub fn run(root: &Path, command: Option<Command>) -> Result<()> {
             output,
         }) => probe::run(&from, &to, count, timeout_ms, output),
         Some(Command::Status { output }) => status::run(output),
+        Some(Command::Weir { node, args }) => weir(&node, &args),
     }
+}
+
+/// `lab weir NODE ARGS…`: the CLI's output as it is, and its exit code.
+fn weir(node: &str, args: &[String]) -> Result<()> {
+    use std::io::Write as _;
+    let cluster = weir_tests::Cluster::attach_persistent_lab(weir_tests::Access::Read)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = cluster.node(node)?.weir(&args)?;
+    std::io::stdout().write_all(&output.stdout)?;
+    std::io::stderr().write_all(&output.stderr)?;
+    if !output.status.success() {
+        std::process::exit(output.status.code().unwrap_or(1));
+    }
+    Ok(())
 }
 
 /// Builds everything and returns the binaries.
