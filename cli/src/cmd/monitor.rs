@@ -102,7 +102,10 @@ pub fn run(args: &crate::Args, monitor: &Args) -> anyhow::Result<u8> {
     };
     let stream = UnixStream::connect(socket).map_err(|e| unreachable(e.to_string()))?;
     if args.output == Format::Table {
-        println!("TIME      VERDICT  DIRECTION  POD  FLOW  REASON");
+        println!(
+            "{:<8}  {:<7}  {:<9}  {:<POD_WIDTH$}  {:<FLOW_WIDTH$}  REASON",
+            "TIME", "VERDICT", "DIRECTION", "POD", "FLOW"
+        );
     }
     let mut matched = 0;
     for line in BufReader::new(stream).lines() {
@@ -135,19 +138,20 @@ pub fn run(args: &crate::Args, monitor: &Args) -> anyhow::Result<u8> {
 fn table_line(v: &Verdict) -> String {
     let now = weir_agent::ops::api::rfc3339(std::time::SystemTime::now());
     let time = now.get(11..19).unwrap_or(&now);
+    let flow = format!("{}:{} → {}:{}/{}", v.src, v.sport, v.dst, v.dport, v.protocol);
     format!(
-        "{time}  {:<7}  {:<9}  {}  {}:{} → {}:{}/{}  {}",
+        "{time:<8}  {:<7}  {:<9}  {:<POD_WIDTH$}  {flow:<FLOW_WIDTH$}  {}",
         v.verdict,
         v.direction,
         v.pod.as_deref().unwrap_or("?"),
-        v.src,
-        v.sport,
-        v.dst,
-        v.dport,
-        v.protocol,
         v.reason
     )
 }
+
+/// Column widths of the streamed table (rows are printed as they come, so
+/// the widths cannot follow the data; longer cells push the rest right).
+const POD_WIDTH: usize = 24;
+const FLOW_WIDTH: usize = 44;
 
 #[cfg(test)]
 mod tests {
@@ -200,9 +204,14 @@ mod tests {
     #[test]
     fn table_line_names_pod_flow_and_reason() {
         let line = table_line(&verdict("drop", "x/a", 80));
+        let pod = format!("{:<POD_WIDTH$}", "x/a");
+        let flow = format!("{:<FLOW_WIDTH$}", "10.244.1.2:40000 → 10.244.2.3:80/TCP");
         assert!(
-            line.contains("drop     ingress    x/a  10.244.1.2:40000 → 10.244.2.3:80/TCP  dropped"),
+            line.contains(&format!("drop     ingress    {pod}  {flow}  dropped")),
             "{line}"
         );
+        // The header's columns start where the rows' do.
+        let header = format!("{:<8}  {:<7}  {:<9}  {:<POD_WIDTH$}  ", "TIME", "VERDICT", "DIRECTION", "POD");
+        assert_eq!(line.find("10.244.1.2"), Some(header.chars().count()));
     }
 }
