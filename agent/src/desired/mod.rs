@@ -56,6 +56,21 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// An IP protocol number as operators read it: `TCP`, `UDP`, `SCTP`,
+/// `ICMP`, `ANY` (a policy port range of every protocol), else the number.
+/// One spelling for logs, dumps, verdicts, the API and the CLI.
+#[must_use]
+pub fn protocol_name(number: u8) -> String {
+    match number {
+        weir_common::policy::PROTO_ANY => "ANY".to_owned(),
+        1 => "ICMP".to_owned(),
+        weir_common::IPPROTO_TCP => "TCP".to_owned(),
+        weir_common::IPPROTO_UDP => "UDP".to_owned(),
+        weir_common::policy::IPPROTO_SCTP => "SCTP".to_owned(),
+        n => n.to_string(),
+    }
+}
+
 /// An address, port and protocol: a frontend (VIP) or a backend (pod).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct L4Addr {

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use crate::desired::protocol_name;
 use aya::Pod;
 use aya::maps::{HashMap, Map, MapData};
 use ipnetwork::Ipv4Network;
@@ -131,11 +132,7 @@ pub struct DynamicCounts {
 /// Opens the maps pinned in `bpffs` and dumps them; with `counts`, the
 /// datapath-written maps' entry counts too. Nothing is written.
 pub fn dump_pinned(bpffs: &Path, counts: bool) -> Result<MapDump> {
-    let open = |name: &'static str| -> Result<Map> {
-        MapData::from_pin(bpffs.join(name))
-            .and_then(Map::from_map_data)
-            .map_err(map_err(name, "open"))
-    };
+    let open = |name| super::pinned::open_pinned(bpffs, name);
     let lb = PinnedLbMaps::new(
         Some(open(SERVICES_MAP)?),
         Some(open(BACKENDS_MAP)?),
@@ -212,7 +209,7 @@ fn entry<'a>(
         .or_insert_with(|| Frontend {
             address,
             port,
-            protocol: protocol(key.proto),
+            protocol: protocol_name(key.proto),
             count: None,
             flags: Vec::new(),
             affinity_timeout: None,
@@ -273,7 +270,7 @@ fn backend(id: BackendId, value: Backend4) -> Backend {
         id,
         address: Ipv4Addr::from(value.address.to_ne_bytes()),
         port: u16::from_be(value.port),
-        protocol: protocol(value.proto),
+        protocol: protocol_name(value.proto),
         flags,
     }
 }
@@ -288,15 +285,6 @@ fn masquerade(config: &MasqConfig, skip: &[Ipv4Network]) -> Masquerade {
             .flatten()
             .map(|net| net.to_string()),
         skip: skip.iter().map(ToString::to_string).collect(),
-    }
-}
-
-fn protocol(number: u8) -> String {
-    match number {
-        weir_common::IPPROTO_TCP => "TCP".to_owned(),
-        weir_common::IPPROTO_UDP => "UDP".to_owned(),
-        132 => "SCTP".to_owned(),
-        n => n.to_string(),
     }
 }
 

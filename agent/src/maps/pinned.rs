@@ -38,6 +38,14 @@ impl PinnedLbMaps {
     }
 }
 
+/// Opens the map pinned as `name` under `bpffs` (a reader's view: the
+/// `weir` CLI and dumps use it while the agent may be down).
+pub(super) fn open_pinned(bpffs: &std::path::Path, name: &'static str) -> Result<Map> {
+    MapData::from_pin(bpffs.join(name))
+        .and_then(Map::from_map_data)
+        .map_err(map_err(name, "open"))
+}
+
 pub(super) fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> Error {
     move |source| match &source {
         // E2BIG from an insert: the map has no free entry left.

@@ -12,17 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use aya::maps::{Map, MapData};
 use serde::Serialize;
 use weir_common::policy::{
-    ENDPOINT_ISOLATE_EGRESS, ENDPOINT_ISOLATE_INGRESS, POLICY_CONFIG_MAP, POLICY_EGRESS,
-    POLICY_ENDPOINTS_MAP, POLICY_HOSTS_MAP, POLICY_INGRESS, POLICY_RULES_MAP, PROTO_ANY, PolicyEndpoint,
-    PolicyRuleValue,
+    ENDPOINT_ISOLATE_EGRESS, ENDPOINT_ISOLATE_INGRESS, PROTO_ANY, PolicyEndpoint, PolicyRuleValue,
 };
 
-use super::pinned::map_err;
 use super::policy::{PolicyMaps, RuleKey};
 use super::{PinnedPolicyMaps, Result};
+pub use crate::desired::policy::Direction;
 
 /// The policy maps' contents, read once.
 #[derive(Debug, Clone, Default)]
@@ -47,18 +44,7 @@ impl PolicySnapshot {
 
     /// Reads the maps pinned under `bpffs`.
     pub fn read_pinned(bpffs: &Path) -> Result<Self> {
-        let open = |name: &'static str| -> Result<Map> {
-            MapData::from_pin(bpffs.join(name))
-                .and_then(Map::from_map_data)
-                .map_err(map_err(name, "open"))
-        };
-        let maps = PinnedPolicyMaps::new(
-            Some(open(POLICY_ENDPOINTS_MAP)?),
-            Some(open(POLICY_RULES_MAP)?),
-            Some(open(POLICY_HOSTS_MAP)?),
-            Some(open(POLICY_CONFIG_MAP)?),
-        )?;
-        Self::read(&maps)
+        Self::read(&PinnedPolicyMaps::from_pins(bpffs)?)
     }
 
     /// Whether `address` is a pod the policy programs of this node guard.
@@ -166,27 +152,6 @@ pub struct Flow {
     pub port: u16,
     /// IP protocol number.
     pub proto: u8,
-}
-
-/// Which policy of a pod judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// What the pod is sent.
-    Ingress,
-    /// What the pod sends.
-    Egress,
-}
-
-impl Direction {
-    /// The number the maps use.
-    #[must_use]
-    pub fn number(self) -> u8 {
-        match self {
-            Direction::Ingress => POLICY_INGRESS,
-            Direction::Egress => POLICY_EGRESS,
-        }
-    }
 }
 
 /// A predicted verdict.

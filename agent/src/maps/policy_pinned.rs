@@ -50,11 +50,7 @@ impl PinnedPolicyMaps {
     /// Opens the maps pinned under `bpffs` (read-only use: the `weir` CLI
     /// reads them while the agent may be down).
     pub fn from_pins(bpffs: &std::path::Path) -> Result<Self> {
-        let open = |name: &'static str| -> Result<Map> {
-            MapData::from_pin(bpffs.join(name))
-                .and_then(Map::from_map_data)
-                .map_err(map_err(name, "open"))
-        };
+        let open = |name| super::pinned::open_pinned(bpffs, name);
         Self::new(
             Some(open(POLICY_ENDPOINTS_MAP)?),
             Some(open(POLICY_RULES_MAP)?),

@@ -131,16 +131,7 @@ pub fn protocol_number(name: &str) -> Option<u8> {
     }
 }
 
-/// `TCP`, `UDP`, `SCTP` or the number.
-#[must_use]
-pub fn protocol_name(number: u8) -> String {
-    match number {
-        weir_common::IPPROTO_TCP => "TCP".to_owned(),
-        weir_common::IPPROTO_UDP => "UDP".to_owned(),
-        weir_common::policy::IPPROTO_SCTP => "SCTP".to_owned(),
-        n => n.to_string(),
-    }
-}
+pub use crate::desired::protocol_name;
 
 /// The flow and direction a query names.
 ///

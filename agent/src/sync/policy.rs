@@ -67,13 +67,17 @@ impl PolicyEnforcement {
             };
             match self.maps.set_config(&config) {
                 Ok(()) => self.configured = true,
-                Err(e) => failures.push(("policy", "map_error", format!("policy settings: {e}"))),
+                Err(e) => failures.push(("policy", super::map_reason(&e), format!("policy settings: {e}"))),
             }
         }
         let hints = match self.maps.endpoints() {
             Ok(endpoints) => IdHints::from_maps(&endpoints),
             Err(e) => {
-                failures.push(("policy", "map_error", format!("reading policy endpoints: {e}")));
+                failures.push((
+                    "policy",
+                    super::map_reason(&e),
+                    format!("reading policy endpoints: {e}"),
+                ));
                 return failures;
             }
         };
@@ -141,12 +145,11 @@ impl PolicyEnforcement {
                 self.previous = Some(state);
             }
             Err(e) => {
-                let reason = if matches!(e, crate::maps::Error::Full { .. }) {
-                    "map_full"
-                } else {
-                    "map_error"
-                };
-                failures.push(("policy", reason, format!("network policy maps: {e}")));
+                failures.push((
+                    "policy",
+                    super::map_reason(&e),
+                    format!("network policy maps: {e}"),
+                ));
             }
         }
         failures

@@ -20,6 +20,7 @@ use weir_common::policy::{POLICY_INGRESS, PolicyVerdict, RULE_NONE, VERDICT_ALLO
 
 pub use socket::serve;
 
+use crate::desired::protocol_name;
 use crate::ops::Ops;
 
 /// A local pod the policy programs know by endpoint id.
@@ -121,16 +122,6 @@ impl Verdict {
     }
 }
 
-fn protocol_name(proto: u8) -> String {
-    match proto {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        132 => "SCTP".into(),
-        other => other.to_string(),
-    }
-}
-
 /// Where verdicts go: the context to attribute them, the metrics, and the
 /// socket's subscribers.
 #[derive(Clone)]
@@ -187,8 +178,10 @@ impl Hub {
             "{}",
             verdict.reason
         );
-        if let Ok(line) = serde_json::to_string(&verdict) {
-            // No subscriber is fine.
+        // Drops come per packet: serialise only when someone listens.
+        if self.lines.receiver_count() > 0
+            && let Ok(line) = serde_json::to_string(&verdict)
+        {
             let _ = self.lines.send(line.into());
         }
         verdict

@@ -211,7 +211,10 @@ mod tests {
             "{line}"
         );
         // The header's columns start where the rows' do.
-        let header = format!("{:<8}  {:<7}  {:<9}  {:<POD_WIDTH$}  ", "TIME", "VERDICT", "DIRECTION", "POD");
+        let header = format!(
+            "{:<8}  {:<7}  {:<9}  {:<POD_WIDTH$}  ",
+            "TIME", "VERDICT", "DIRECTION", "POD"
+        );
         assert_eq!(line.find("10.244.1.2"), Some(header.chars().count()));
     }
 }

@@ -11,9 +11,9 @@ use aya_ebpf::programs::TcContext;
 use weir_common::{IPPROTO_TCP, IPPROTO_UDP, Nat4Key, NatRewrite};
 
 /// Ethernet header length: TC sees L2 frames on Ethernet-like devices.
-const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 /// `ETH_P_IP`, as it appears on the wire.
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
+pub(crate) const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 /// Offsets inside the IPv4 header.
 const IP_CHECK: usize = ETH_HLEN + 10;
 const IP_SADDR: usize = ETH_HLEN + 12;
@@ -22,17 +22,17 @@ const IP_DADDR: usize = ETH_HLEN + 16;
 /// The first 20 bytes of an IPv4 header.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Ipv4Hdr {
-    version_ihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    proto: u8,
-    check: u16,
-    saddr: u32,
-    daddr: u32,
+pub(crate) struct Ipv4Hdr {
+    pub(crate) version_ihl: u8,
+    pub(crate) tos: u8,
+    pub(crate) tot_len: u16,
+    pub(crate) id: u16,
+    pub(crate) frag_off: u16,
+    pub(crate) ttl: u8,
+    pub(crate) proto: u8,
+    pub(crate) check: u16,
+    pub(crate) saddr: u32,
+    pub(crate) daddr: u32,
 }
 
 /// The tuple of an IPv4 TCP or UDP packet; addresses and ports in network

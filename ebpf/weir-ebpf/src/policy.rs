@@ -41,6 +41,8 @@ use weir_common::policy::{
 };
 use weir_common::{IPPROTO_TCP, IPPROTO_UDP};
 
+use crate::packet::{ETH_HLEN, ETH_P_IP_BE, Ipv4Hdr};
+
 #[map(name = "weir_pol_endpoints_v1")]
 static ENDPOINTS: HashMap<u32, PolicyEndpoint> = HashMap::pinned(POLICY_ENDPOINTS_MAP_CAPACITY, 0);
 
@@ -64,26 +66,6 @@ static CONFIG: Array<PolicyConfig> = Array::pinned(1, 0);
 const OK: i32 = TC_ACT_OK as i32;
 #[expect(clippy::cast_possible_wrap, reason = "TC verdicts are small constants")]
 const SHOT: i32 = TC_ACT_SHOT as i32;
-
-/// Ethernet header length, and `ETH_P_IP` as it appears on the wire.
-const ETH_HLEN: usize = 14;
-const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
-
-/// The fields of the IPv4 header up to the addresses.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Ipv4Hdr {
-    version_ihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
-    proto: u8,
-    check: u16,
-    saddr: u32,
-    daddr: u32,
-}
 
 /// `IPPROTO_ICMP`, and the ICMP types that quote the packet they are about.
 const IPPROTO_ICMP: u8 = 1;
@@ -213,9 +195,7 @@ fn judge(ctx: &TcContext, direction: u8) -> i32 {
         // or its replies would meet the other direction's rules (a pod
         // isolated for ingress must still get answers to what it sends).
         if endpoint.flags != 0 && !flow.later && CT.get_ptr(&key).is_none() {
-            // SAFETY: bpf_ktime_get_ns takes no arguments.
-            let now = unsafe { bpf_ktime_get_ns() };
-            let _ = CT.insert(&key, &PolicyCtValue { created_ns: now, rule: RULE_NONE, pad: [0; 6] }, 0);
+            remember(&key, RULE_NONE);
         }
         return OK;
     }
@@ -251,11 +231,7 @@ fn judge(ctx: &TcContext, direction: u8) -> i32 {
     let Some(rule) = allowed_by(&flow, direction, endpoint.id, peer) else {
         return deny(ctx, &flow, direction, endpoint.id);
     };
-    // SAFETY: bpf_ktime_get_ns takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // A full table evicts its oldest entry (LRU); if the insert still
-    // fails, this packet passes and a reply may be judged by rules.
-    let _ = CT.insert(&key, &PolicyCtValue { created_ns: now, rule, pad: [0; 6] }, 0);
+    remember(&key, rule);
     remember_fragment(&flow, &key, rule);
     if CONFIG.get(0).is_some_and(|c| c.flags & POLICY_LOG_ALLOWS != 0) {
         report(ctx, &flow, direction, endpoint.id, VERDICT_ALLOW, rule);
@@ -324,11 +300,18 @@ fn ct_key(flow: &Flow, direction: u8, endpoint: u16) -> PolicyCtKey {
 #[inline(always)]
 fn remember_fragment(flow: &Flow, key: &PolicyCtKey, rule: u16) {
     if let Some(id) = flow.frag_id {
-        let frag_key = PolicyCtKey { sport: id, dport: 0, ..*key };
-        // SAFETY: bpf_ktime_get_ns takes no arguments.
-        let now = unsafe { bpf_ktime_get_ns() };
-        let _ = CT.insert(&frag_key, &PolicyCtValue { created_ns: now, rule, pad: [0; 6] }, 0);
+        remember(&PolicyCtKey { sport: id, dport: 0, ..*key }, rule);
     }
+}
+
+/// Records an allowed connection (or fragment train). A full table evicts
+/// its oldest entry (LRU); if the insert still fails, this packet passes and
+/// a reply may be judged by rules.
+#[inline(always)]
+fn remember(key: &PolicyCtKey, rule: u16) {
+    // SAFETY: bpf_ktime_get_ns takes no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let _ = CT.insert(key, &PolicyCtValue { created_ns: now, rule, pad: [0; 6] }, 0);
 }
 
 #[inline(always)]

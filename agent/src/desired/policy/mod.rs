@@ -62,8 +62,10 @@ pub use selector::Selector;
 use super::ObjectError;
 use crate::maps::RuleKey;
 
-/// Which way traffic goes, seen from the selected pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Which way traffic goes, seen from the selected pod (`ingress` /
+/// `egress` in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Traffic to the pod.
     Ingress,

@@ -25,14 +25,7 @@ pub fn port(stored: u16) -> u16 {
 
 /// A protocol number by name (lower case, as `--proto` takes it).
 pub fn protocol(number: u8) -> String {
-    match number {
-        0 => "any".to_owned(),
-        1 => "icmp".to_owned(),
-        6 => "tcp".to_owned(),
-        17 => "udp".to_owned(),
-        132 => "sctp".to_owned(),
-        n => n.to_string(),
-    }
+    weir_agent::desired::protocol_name(number).to_ascii_lowercase()
 }
 
 /// `--proto`: a protocol by name or number.
