@@ -26,7 +26,8 @@ use crate::output::Format;
 ///   weir bpf ct list --address 10.244.1.3 --proto tcp
 ///   weir bpf policy get x/a
 ///   weir ipam list
-///   weir trace 10.244.1.2 10.96.0.10:80/tcp
+///   weir trace 10.244.1.2 10.96.0.10:80/tcp --probe
+///   weir trace 198.18.0.100 198.18.0.11:30080/tcp --source-port 40000
 ///   weir monitor --namespace x
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]

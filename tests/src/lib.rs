@@ -55,6 +55,7 @@ mod pod;
 mod probe;
 mod tag;
 mod teardown;
+pub mod trace;
 
 pub use agent::{Agent, AgentNode, AgentOptions, AgentPaths, AgentStatus};
 pub use bins::{BIN_DIR_ENV, Binaries};

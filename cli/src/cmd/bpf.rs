@@ -4,7 +4,7 @@
 //! datapath still does.
 
 mod ct;
-mod decode;
+pub(crate) mod decode;
 pub mod endpoints;
 mod lb;
 mod maps;

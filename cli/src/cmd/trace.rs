@@ -9,6 +9,8 @@
 //! comes from this node's routes. Exit codes: 0 every candidate delivered,
 //! 6 none (dropped, refused or unreachable), 7 mixed or unknown.
 
+mod live;
+mod pick;
 mod predict;
 mod probe;
 mod report;
@@ -38,10 +40,16 @@ pub struct Args {
     /// datagram and its answer, 2 s timeout) and show the outcome.
     #[arg(long)]
     pub probe: bool,
-    /// For `--probe`: the source pod's netns (default: found from the
-    /// processes on the node, by the address they hold).
-    #[arg(long, requires = "probe")]
+    /// The source's netns, for `--probe` and for reading its session
+    /// affinity (default: found from the processes on the node, by the
+    /// address they hold).
+    #[arg(long)]
     pub netns: Option<PathBuf>,
+    /// The client's source port. An external client's connection to a
+    /// Maglev frontend goes to the backend its tuple hashes to: with the
+    /// port, the trace names it (and `--probe` connects from that port).
+    #[arg(long)]
+    pub source_port: Option<u16>,
 }
 
 /// Runs the command.
@@ -76,12 +84,15 @@ pub fn run(args: &crate::Args, trace: &Args) -> anyhow::Result<u8> {
         );
         crate::agent::get_json(&format!("{node}:{agent_port}"), &path).map_err(|e| format!("{e:#}"))
     };
+    let selection = live::LiveSelection::new(&args.bpffs, flow.src, trace.netns.as_deref());
     let inputs = predict::Inputs {
         policy: &policy,
         lb: &lb,
         routes: &routes,
         endpoints: &endpoints,
         remote: &remote,
+        selection: &selection,
+        source_port: trace.source_port,
     };
     let mut result = predict::predict(&inputs, &flow);
     if trace.probe {
@@ -92,7 +103,8 @@ pub fn run(args: &crate::Args, trace: &Args) -> anyhow::Result<u8> {
             "--probe speaks TCP and UDP only, not {}",
             protocol_name(flow.proto)
         );
-        let (outcome, detail) = probe::run(&origin, target, flow.proto == weir_common::IPPROTO_UDP)?;
+        let udp = flow.proto == weir_common::IPPROTO_UDP;
+        let (outcome, detail) = probe::run(&origin, target, udp, trace.source_port)?;
         let agrees = agrees(&result.summary, &outcome);
         result.probe = Some(ProbeResult {
             outcome,

@@ -121,6 +121,30 @@ pub struct Affinity4Key {
     pub pad: u8,
 }
 
+/// [`Affinity4Key::client`] of the per-packet path: the client's address
+/// (network byte order) with this top bit set, kept apart from the socket
+/// layer's network namespace cookies.
+pub const AFFINITY_CLIENT_IP_TAG: u64 = 1 << 63;
+
+/// The Maglev hash of a connection's tuple (every field as it sits in the
+/// packet: network byte order). The same connection hashes the same on every
+/// node, whichever node the load balancer in front picks; the datapath and
+/// `weir trace` share this one definition so a prediction cannot drift.
+#[inline(always)]
+#[expect(clippy::inline_always, reason = "the eBPF programs inline every helper: the verifier sees one function")]
+#[must_use]
+pub fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h = u64::from(saddr) << 32 | u64::from(daddr);
+    h ^= (u64::from(sport) << 24) | (u64::from(dport) << 8) | u64::from(proto);
+    // splitmix64 finaliser: every input bit reaches every output bit.
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    #[expect(clippy::cast_possible_truncation, reason = "folding to 32 bits on purpose")]
+    let folded = (h ^ (h >> 32)) as u32;
+    folded
+}
+
 /// Value of [`AFFINITY_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

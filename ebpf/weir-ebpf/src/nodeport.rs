@@ -7,7 +7,7 @@
 //! comes back here to be rewritten (externalTrafficPolicy Cluster; with
 //! Local the agent programs local backends only and nothing is SNATed).
 
-use weir_common::lb::BACKEND_LOCAL;
+use weir_common::lb::{AFFINITY_CLIENT_IP_TAG, BACKEND_LOCAL, flow_hash};
 use weir_common::nat::{NAT_EGRESS, NAT_F_REPLY, NAT_F_SNAT, NAT_INGRESS, NAT_ORIGIN_NODEPORT};
 use weir_common::{MasqConfig, Nat4Key, NatRewrite};
 
@@ -25,15 +25,12 @@ pub enum Outcome {
     Drop,
 }
 
-/// Affinity clients of the per-packet path are client addresses, kept apart
-/// from the socket layer's network namespace cookies by the top bit.
-const CLIENT_IP_TAG: u64 = 1 << 63;
-
 /// Starts translating a new connection to an external frontend.
 #[inline(always)]
 pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
-    let client = CLIENT_IP_TAG | u64::from(packet.saddr);
-    let backend = match select_backend(packet.daddr, packet.dport, packet.proto, client, true, Some(flow_hash(packet))) {
+    let client = AFFINITY_CLIENT_IP_TAG | u64::from(packet.saddr);
+    let hash = flow_hash(packet.saddr, packet.daddr, packet.sport, packet.dport, packet.proto);
+    let backend = match select_backend(packet.daddr, packet.dport, packet.proto, client, true, Some(hash)) {
         // No backend: the kernel gets the packet as it is and answers like a
         // closed port (TCP RST / ICMP port unreachable for a node address,
         // ICMP unreachable for an address it does not route) — clients are
@@ -82,19 +79,4 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
         return Outcome::Drop;
     }
     Outcome::Rewrite(forward)
-}
-
-/// A hash of the connection's tuple for Maglev: the same connection hashes
-/// the same on every node, whichever node the load balancer in front picks.
-#[inline(always)]
-fn flow_hash(packet: &Packet) -> u32 {
-    let mut h = u64::from(packet.saddr) << 32 | u64::from(packet.daddr);
-    h ^= (u64::from(packet.sport) << 24) | (u64::from(packet.dport) << 8) | u64::from(packet.proto);
-    // splitmix64 finaliser: every input bit reaches every output bit.
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^= h >> 31;
-    #[expect(clippy::cast_possible_truncation, reason = "folding to 32 bits on purpose")]
-    let folded = (h ^ (h >> 32)) as u32;
-    folded
 }

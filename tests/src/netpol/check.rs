@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context as _, Result, bail};
 
 use super::grid::{Target, observe_from, pod_targets};
 use super::table::{Reachability, TruthTable};
@@ -44,10 +44,21 @@ pub fn check_from(
         let observation = observe_from(cluster, sources, targets, protocol)?;
         probes += 1;
         let wrong = expected.wrong_cells(&observation.table, &ignored);
-        if wrong.is_empty() {
+        // Every cell the probes judged, predicted by `weir trace` from the
+        // same maps: the CLI is held to the whole table.
+        let predicted = if wrong.is_empty() {
+            let columns: Vec<(String, std::net::SocketAddrV4)> =
+                targets.iter().map(|t| (t.label.clone(), t.address)).collect();
+            let connected = |row: &str, column: &str| observation.table.get(row, column);
+            crate::trace::check_grid(cluster, sources, &columns, protocol, connected, &ignored)
+        } else {
+            Ok(())
+        };
+        if wrong.is_empty() && predicted.is_ok() {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            predicted.with_context(|| format!("{what}: the grid matched"))?;
             let mut message = format!(
                 "{what} ({protocol}): {} wrong cell(s) after {probes} probes over {} s\n\n{}",
                 wrong.len(),

@@ -217,6 +217,9 @@ pub fn check_rows(cluster: &Cluster, rows: &[Row<'_>]) {
         if let Some(source) = row.seen_from {
             ok &= replies.peer_ips().iter().all(|ip| *ip == source);
         }
+        if let Some(why) = trace_disagrees(cluster, row, &origin) {
+            failures.push(why);
+        }
         if !ok {
             failures.push(format!(
                 "{} -> {}/{}: expected {} in {} tries{}, got answers {:?} seen from {:?}, failures {:?}",
@@ -240,6 +243,48 @@ pub fn check_rows(cluster: &Cluster, rows: &[Row<'_>]) {
     }
     // The cluster's drop prints every agent's log after this panic.
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Why `weir trace`'s prediction for `row` (run where the flow starts)
+/// does not fit the row's expectation, if it does not: a row nobody
+/// answers must not be predicted delivered (unless no frontend is involved:
+/// then a closed port refuses), an answered one not refused
+/// or dropped, and when a frontend translates the flow its candidates (or
+/// the backend affinity/Maglev picks) must be exactly the servers that
+/// may answer.
+fn trace_disagrees(cluster: &Cluster, row: &Row<'_>, origin: &weir_tests::Origin) -> Option<String> {
+    let what = format!("{} -> {}/{}", row.from, row.to.0, row.to.1);
+    let prediction = match weir_tests::trace::predict(cluster, origin, row.to) {
+        Ok(Some(prediction)) => prediction,
+        Ok(None) => return None,
+        Err(e) => return Some(format!("{what}: weir trace failed: {e:#}")),
+    };
+    let answered = !row.answered_by.is_empty();
+    let translated = !prediction.json["frontend"].is_null();
+    // A packet delivered to a port nobody listens on is refused by the
+    // pod, not the datapath: the trace predicts the network's part only.
+    let closed_port = !answered && !translated;
+    if !closed_port && !prediction.allows(answered) {
+        return Some(format!(
+            "{what}: weir trace predicts {:?}, the row expects {}\n{:#}",
+            prediction.summary,
+            if answered { "answers" } else { "no answer" },
+            prediction.json
+        ));
+    }
+    let servers: Option<BTreeSet<Ipv4Addr>> = row
+        .answered_by
+        .iter()
+        .map(|name| cluster.pod(name).ok().map(|p| p.ip))
+        .collect();
+    let backends: BTreeSet<Ipv4Addr> = prediction.backends.iter().copied().collect();
+    match servers {
+        Some(servers) if answered && translated && servers != backends => Some(format!(
+            "{what}: weir trace names backends {backends:?}, the row expects {servers:?}\n{:#}",
+            prediction.json
+        )),
+        _ => None,
+    }
 }
 
 /// Held by tests that assert zero failed requests across agent restarts:

@@ -289,22 +289,32 @@ spec:
   sessionAffinity: ClientIP
   sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}
   ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hashed, annotations: {weir.dev/lb-algorithm: maglev}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.41
+  selector: {app: sticky}
+  ports: [{port: 80, targetPort: http, nodePort: 30090}]
 ";
 
 #[test]
 #[ignore = "privileged: run with `cargo xtask test`"]
-fn client_ip_affinity_keeps_a_client_on_one_backend() {
+fn client_ip_affinity_and_maglev_choose_one_backend_and_weir_trace_names_it() {
     let mut cluster = cluster(2);
     let objects = kube::parse_documents(STICKY).unwrap_or_else(|e| panic!("test YAML: {e:#}"));
     let applied = cluster.apply(objects);
     cluster.expect(applied, "applying the objects");
-    let loaded = cluster.wait_for_agents("the sticky Service", |_, status| {
-        status.frontends == 1 && status.backends == 2
+    // sticky: its ClusterIP; hashed: ClusterIP and NodePort.
+    let loaded = cluster.wait_for_agents("the sticky and hashed Services", |_, status| {
+        status.frontends == 3 && status.backends == 2
     });
     cluster.expect(loaded, "waiting for the agents");
+    let vip = tcp(Ipv4Addr::new(10, 96, 0, 40), 80);
     for from in ["default/a", "node-1", "node-2"] {
         let origin = cluster.expect(cluster.origin(from), "origin");
-        let vip = tcp(Ipv4Addr::new(10, 96, 0, 40), 80);
         let replies = cluster.probe(&origin, vip, 20, std::time::Duration::from_secs(2));
         let replies = cluster.expect(replies, "probing the sticky Service");
         assert!(replies.all_answered(), "{from}: {:?}", replies.failures());
@@ -314,7 +324,67 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
             "{from} must stick to one backend: {:?}",
             replies.counts()
         );
+        // The client's affinity entry, read by `weir trace` on its node.
+        let stuck = replies.counts().keys().next().map(|name| (*name).to_owned());
+        let stuck = cluster
+            .expect(cluster.pod(&stuck.unwrap_or_default()), "the backend")
+            .ip;
+        let prediction = cluster.expect(weir_tests::trace::predict(&cluster, &origin, vip), "weir trace");
+        let prediction = prediction.unwrap_or_else(|| panic!("{from}: no node traced"));
+        let pick = &prediction.json["frontend"]["pick"];
+        assert_eq!(pick["by"], "affinity", "{from}: {:#}", prediction.json);
+        assert_eq!(
+            pick["backend"].as_str(),
+            Some(format!("{stuck}:8080").as_str()),
+            "{from}: {:#}",
+            prediction.json
+        );
     }
+
+    // Maglev: an external client's connection goes where its tuple hashes;
+    // `weir trace --source-port` names that backend, and its own probe from
+    // that source port is answered by it.
+    let node1 = cluster.expect(cluster.node("node-1"), "node-1");
+    let external = cluster.external_netns().path();
+    let mut chosen = std::collections::BTreeSet::new();
+    for port in 40_100..40_106u16 {
+        let port_text = port.to_string();
+        let args = [
+            "trace",
+            "-o",
+            "json",
+            "--probe",
+            "--netns",
+            &external.to_string_lossy(),
+            "--source-port",
+            &port_text,
+            &EXTERNAL_ADDRESS.to_string(),
+            &format!("{}:30090/tcp", node_address(1)),
+        ];
+        let output = cluster.expect(node1.weir(&args), "weir trace --probe --source-port");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+        let pick = &json["frontend"]["pick"];
+        assert_eq!(pick["by"], "maglev", "source port {port}: {json:#}");
+        let backend = pick["backend"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no backend picked: {json:#}"));
+        let detail = json["probe"]["detail"].as_str().unwrap_or_default();
+        let answered_by = ["s1", "s2"]
+            .into_iter()
+            .find(|name| detail.contains(&format!("\"{name} ")))
+            .unwrap_or_else(|| panic!("source port {port}: no backend answered the probe: {json:#}"));
+        let ip = cluster.expect(cluster.pod(answered_by), "the backend").ip;
+        assert_eq!(backend, format!("{ip}:8080"), "source port {port}: {json:#}");
+        assert_eq!(json["probe"]["agrees"], true, "{json:#}");
+        chosen.insert(answered_by);
+    }
+    assert_eq!(chosen.len(), 2, "six source ports hash to both backends");
 }
 
 const DRAINING: &str = "

@@ -12,6 +12,7 @@ use weir_agent::maps::policy_eval::{Direction, Flow, PolicySnapshot};
 use weir_agent::ops::api::EndpointDoc;
 use weir_agent::ops::trace::{VerdictDoc, judge, protocol_name, protocol_number};
 
+use super::pick::{SelectionState, pick};
 use super::report::{Candidate, FrontendStep, Trace};
 use super::routes::{Location, Route, locate};
 
@@ -30,6 +31,10 @@ pub struct Inputs<'a> {
     pub endpoints: &'a [EndpointDoc],
     /// Other nodes' verdicts.
     pub remote: &'a RemoteJudge<'a>,
+    /// Affinity entries, Maglev tables, the clock and the source's netns.
+    pub selection: &'a dyn SelectionState,
+    /// The client's source port, when known (Maglev hashes it).
+    pub source_port: Option<u16>,
 }
 
 /// Predicts what happens to a new connection `flow` (as dialled).
@@ -85,6 +90,13 @@ pub fn predict(inputs: &Inputs<'_>, flow: &Flow) -> Trace {
                 flags: f.flags.clone(),
                 backends: f.count.unwrap_or(0),
                 selection: selection.to_owned(),
+                pick: pick(
+                    inputs.selection,
+                    inputs.lb,
+                    f,
+                    (flow, inputs.source_port),
+                    socket_path,
+                ),
             });
             f.slots
                 .iter()
@@ -115,7 +127,15 @@ pub fn predict(inputs: &Inputs<'_>, flow: &Flow) -> Trace {
         let candidate = candidate(inputs, &node_addresses, flow, &translated, (from_pod, snat));
         trace.candidates.push(candidate);
     }
-    trace.summary = summary(&trace.candidates);
+    // A backend the datapath will choose for sure decides the outcome alone.
+    let picked = trace.frontend.as_ref().and_then(|f| f.pick.backend.clone());
+    for c in &mut trace.candidates {
+        c.picked = picked.as_ref() == Some(&c.backend);
+    }
+    trace.summary = match trace.candidates.iter().find(|c| c.picked) {
+        Some(chosen) => summary(std::slice::from_ref(chosen)),
+        None => summary(&trace.candidates),
+    };
     trace
 }
 
@@ -178,6 +198,7 @@ fn candidate(
         egress,
         ingress,
         outcome: outcome.to_owned(),
+        picked: false,
     }
 }
 

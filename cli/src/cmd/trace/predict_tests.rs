@@ -8,6 +8,7 @@ use weir_agent::ops::trace::VerdictDoc;
 use weir_common::policy::{ENDPOINT_ISOLATE_INGRESS, PolicyEndpoint};
 
 use super::{Inputs, predict};
+use crate::cmd::trace::pick::SelectionState;
 use crate::cmd::trace::routes::parse;
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -85,8 +86,39 @@ fn world() -> (PolicySnapshot, MapDump) {
     (policy, lb)
 }
 
+/// Affinity entries and Maglev tables by hand; the clock at 100 s.
+#[derive(Default)]
+struct Fake {
+    affinity: Vec<(weir_common::lb::Affinity4Key, weir_common::lb::Affinity4Value)>,
+    maglev: Vec<(weir_common::Service4Key, weir_common::lb::MaglevTable)>,
+    cookie: Option<u64>,
+}
+
+impl SelectionState for Fake {
+    fn affinity(&self, key: &weir_common::lb::Affinity4Key) -> Option<weir_common::lb::Affinity4Value> {
+        self.affinity.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+    fn maglev(&self, master: &weir_common::Service4Key) -> Option<weir_common::lb::MaglevTable> {
+        self.maglev.iter().find(|(k, _)| k == master).map(|(_, v)| *v)
+    }
+    fn now_ns(&self) -> u64 {
+        100_000_000_000
+    }
+    fn netns_cookie(&self) -> Option<u64> {
+        self.cookie
+    }
+}
+
 fn run(src: &str, dst: &str, port: u16) -> super::Trace {
-    let (policy, lb) = world();
+    run_with(src, dst, port, (world(), &Fake::default(), None))
+}
+
+fn run_with(
+    src: &str,
+    dst: &str,
+    port: u16,
+    ((policy, lb), selection, source_port): ((PolicySnapshot, MapDump), &Fake, Option<u16>),
+) -> super::Trace {
     let routes = parse(ROUTES);
     // node-2's agent: 10.244.2.2 allows only node-1's address.
     let remote = |node: Ipv4Addr, flow: &Flow, direction: Direction| -> Result<VerdictDoc, String> {
@@ -108,6 +140,8 @@ fn run(src: &str, dst: &str, port: u16) -> super::Trace {
         routes: &routes,
         endpoints: &[],
         remote: &remote,
+        selection,
+        source_port,
     };
     predict(
         &inputs,
@@ -217,6 +251,8 @@ fn an_address_without_a_route_is_unreachable_but_the_node_itself_is_not() {
         routes: &routes,
         endpoints: &[],
         remote: &remote,
+        selection: &Fake::default(),
+        source_port: None,
     };
     let flow = |dst: &str| Flow {
         src: ip("10.244.1.2"),
@@ -235,4 +271,142 @@ fn an_address_without_a_route_is_unreachable_but_the_node_itself_is_not() {
         "unreachable"
     );
     assert_eq!(predict(&inputs, &flow("198.18.0.11")).summary, "delivered");
+}
+
+#[test]
+fn a_live_affinity_entry_names_the_backend_and_alone_decides_the_summary() {
+    use weir_common::lb::{Affinity4Key, Affinity4Value};
+    let (policy, mut lb) = world();
+    let f = lb
+        .frontends
+        .iter_mut()
+        .find(|f| f.address == ip("10.96.0.10"))
+        .unwrap();
+    f.flags.push("affinity".into());
+    f.affinity_timeout = Some(60);
+    let key = Affinity4Key {
+        client: 7,
+        address: be("10.96.0.10"),
+        port: 80u16.to_be(),
+        proto: 6,
+        pad: 0,
+    };
+    let used = |secs_ago: u64, backend_id: u32| Affinity4Value {
+        last_used_ns: 100_000_000_000 - secs_ago * 1_000_000_000,
+        backend_id,
+        pad: 0,
+    };
+    // Used 10 s ago, backend 1 (local, ingress deny-all): dropped, although
+    // backend 2 would be too; the pick is what counts.
+    let fresh = Fake {
+        affinity: vec![(key, used(10, 2))],
+        cookie: Some(7),
+        ..Fake::default()
+    };
+    let t = run_with(
+        "10.244.1.2",
+        "10.96.0.10",
+        80,
+        ((policy.clone(), lb.clone()), &fresh, None),
+    );
+    let pick = &t.frontend.as_ref().unwrap().pick;
+    assert_eq!(
+        (pick.by.as_str(), pick.backend.as_deref()),
+        ("affinity", Some("10.244.2.2:8080")),
+        "{pick:?}"
+    );
+    let picked: Vec<_> = t
+        .candidates
+        .iter()
+        .filter(|c| c.picked)
+        .map(|c| c.backend.as_str())
+        .collect();
+    assert_eq!(picked, ["10.244.2.2:8080"]);
+    // Past the timeout, or for another client: random again.
+    let stale = Fake {
+        affinity: vec![(key, used(61, 2))],
+        cookie: Some(7),
+        ..Fake::default()
+    };
+    let t = run_with(
+        "10.244.1.2",
+        "10.96.0.10",
+        80,
+        ((policy.clone(), lb.clone()), &stale, None),
+    );
+    let pick = &t.frontend.as_ref().unwrap().pick;
+    assert_eq!((pick.by.as_str(), pick.backend.as_deref()), ("random", None));
+    assert!(pick.reason.contains("expired"), "{pick:?}");
+    let other = Fake {
+        affinity: vec![(key, used(1, 2))],
+        cookie: Some(8),
+        ..Fake::default()
+    };
+    let t = run_with("10.244.1.2", "10.96.0.10", 80, ((policy, lb), &other, None));
+    assert!(t.frontend.unwrap().pick.reason.contains("no affinity entry"));
+}
+
+#[test]
+fn maglev_names_the_backend_its_table_holds_for_the_tuples_hash() {
+    use weir_common::lb::{MAGLEV_MAX_TABLE_SIZE, MaglevTable, flow_hash};
+    let (policy, mut lb) = world();
+    lb.frontends.push(frontend(
+        "198.18.0.11",
+        30090,
+        2,
+        &["external", "maglev"],
+        &[1, 2],
+    ));
+    let master = weir_common::Service4Key {
+        address: be("198.18.0.11"),
+        port: 30090u16.to_be(),
+        backend_slot: 0,
+        proto: 6,
+        pad: [0; 3],
+    };
+    // A 7-entry table alternating the two backends.
+    let mut table = MaglevTable {
+        size: 7,
+        pad: 0,
+        backends: [0; MAGLEV_MAX_TABLE_SIZE as usize],
+    };
+    for (i, slot) in table.backends.iter_mut().take(7).enumerate() {
+        *slot = if i % 2 == 0 { 1 } else { 2 };
+    }
+    let fake = Fake {
+        maglev: vec![(master, table)],
+        ..Fake::default()
+    };
+    let world = || (policy.clone(), lb.clone());
+    let unknown = run_with("198.18.0.100", "198.18.0.11", 30090, (world(), &fake, None));
+    let pick = unknown.frontend.unwrap().pick;
+    assert_eq!((pick.by.as_str(), pick.backend.as_deref()), ("maglev", None));
+    assert!(pick.reason.contains("--source-port"), "{}", pick.reason);
+    for sport in [40_000u16, 40_001, 40_002, 40_003] {
+        let hash = flow_hash(
+            be("198.18.0.100"),
+            be("198.18.0.11"),
+            sport.to_be(),
+            30090u16.to_be(),
+            6,
+        );
+        let expected = if (hash % 7).is_multiple_of(2) {
+            "10.244.1.3:8080"
+        } else {
+            "10.244.2.2:8080"
+        };
+        let t = run_with(
+            "198.18.0.100",
+            "198.18.0.11",
+            30090,
+            (world(), &fake, Some(sport)),
+        );
+        let pick = &t.frontend.as_ref().unwrap().pick;
+        assert_eq!(
+            pick.backend.as_deref(),
+            Some(expected),
+            "source port {sport}: {pick:?}"
+        );
+        assert_eq!(t.candidates.iter().filter(|c| c.picked).count(), 1);
+    }
 }

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 
 /// How long a probe waits for a connection or an answer.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,64 +36,132 @@ pub struct Origin {
 /// What the probe saw: `delivered`, `refused` or `dropped`, and in words.
 pub type Outcome = (String, String);
 
-/// Finds where to probe from for `source`: `netns` if given, else the netns
-/// of some process that holds `source`; the cgroup of a process in it.
+/// Finds where to probe from for `source`: `netns` if given, else a netns
+/// that holds `source` — a process's, or one pinned under `/run/netns`
+/// (where CNI runtimes keep pod sandboxes' namespaces, process or not);
+/// the cgroup of a process in it, if one runs there.
 pub fn origin(source: Ipv4Addr, netns: Option<&Path>) -> anyhow::Result<Origin> {
     let own = inode(Path::new("/proc/self/ns/net"))?;
     let processes = processes();
-    let wanted = match netns {
-        Some(path) => Some(inode(path).with_context(|| format!("--netns {}", path.display()))?),
-        None if holds(None, source) => None,
+    let (path, wanted) = match netns {
+        Some(path) => {
+            let ino = inode(path).with_context(|| format!("--netns {}", path.display()))?;
+            (path.to_owned(), ino)
+        }
+        None if holds(None, source) => return Ok(Origin::default()),
         None => {
             let mut seen = std::collections::BTreeSet::from([own]);
+            let pinned = pinned_netns();
             let found = processes
                 .iter()
+                .map(|(pid, ino)| (netns_of(*pid), *ino))
+                .chain(pinned)
                 .filter(|(_, ino)| seen.insert(*ino))
-                .find(|(pid, _)| holds(Some(&netns_of(*pid)), source))
-                .map(|(_, ino)| *ino);
-            Some(found.with_context(|| {
+                .find(|(path, _)| holds(Some(path), source));
+            found.with_context(|| {
                 format!(
                     "no network namespace on this node holds {source}; give the pod's one with --netns PATH"
                 )
-            })?)
+            })?
         }
     };
-    let Some(wanted) = wanted.filter(|ino| *ino != own) else {
+    if wanted == own {
         return Ok(Origin::default());
-    };
+    }
     let pid = processes
         .iter()
         .find(|(_, ino)| *ino == wanted)
         .map(|(pid, _)| *pid);
     Ok(Origin {
-        netns: Some(netns.map_or_else(|| pid.map(netns_of).unwrap_or_default(), Path::to_owned)),
+        netns: Some(path),
         cgroup: pid.and_then(cgroup_of),
     })
 }
 
-/// Connects (TCP) or exchanges a datagram (UDP) with `target` from `origin`.
-pub fn run(origin: &Origin, target: SocketAddrV4, udp: bool) -> anyhow::Result<Outcome> {
+/// Namespaces pinned by name (`ip netns`, CNI runtimes) and their inodes.
+fn pinned_netns() -> Vec<(PathBuf, u64)> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| Some((e.path(), inode(&e.path()).ok()?)))
+        .collect()
+}
+
+/// Connects (TCP) or exchanges a datagram (UDP) with `target` from `origin`,
+/// from `source_port` when given (else one the kernel picks).
+pub fn run(
+    origin: &Origin,
+    target: SocketAddrV4,
+    udp: bool,
+    source_port: Option<u16>,
+) -> anyhow::Result<Outcome> {
     if let Some(cgroup) = &origin.cgroup {
         std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string())
             .with_context(|| format!("joining the source's cgroup {}", cgroup.display()))?;
     }
-    let netns = origin.netns.clone();
-    std::thread::spawn(move || -> anyhow::Result<Outcome> {
+    in_netns(origin.netns.as_deref(), move || {
+        let bind = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, source_port.unwrap_or(0));
+        if udp {
+            udp_exchange(bind, target)
+        } else {
+            tcp_connect(bind, target)
+        }
+    })
+}
+
+/// The cookie of `origin`'s network namespace (`SO_NETNS_COOKIE`): the
+/// client the socket-LB programs key session affinity by.
+pub fn netns_cookie(origin: &Origin) -> anyhow::Result<u64> {
+    in_netns(origin.netns.as_deref(), || -> anyhow::Result<u64> {
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("opening a socket")?;
+        let mut cookie = 0u64;
+        let mut len = libc::socklen_t::try_from(std::mem::size_of::<u64>()).unwrap_or_default();
+        // SAFETY: getsockopt writes at most `len` bytes into `cookie`, which
+        // is that large and lives across the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &raw mut len,
+            )
+        };
+        anyhow::ensure!(rc == 0, "SO_NETNS_COOKIE: {}", std::io::Error::last_os_error());
+        Ok(cookie)
+    })?
+}
+
+/// Runs `work` on a thread in the netns at `netns` (`None`: ours): setns
+/// moves only the calling thread, so the CLI's own thread never leaves.
+fn in_netns<T: Send + 'static>(
+    netns: Option<&Path>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
+    let netns = netns.map(Path::to_owned);
+    std::thread::spawn(move || -> anyhow::Result<T> {
         if let Some(path) = &netns {
             enter(path)?;
         }
-        Ok(if udp {
-            udp_exchange(target)
-        } else {
-            tcp_connect(target)
-        })
+        Ok(work())
     })
     .join()
     .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
 }
 
-fn tcp_connect(target: SocketAddrV4) -> Outcome {
-    match TcpStream::connect_timeout(&target.into(), TIMEOUT) {
+fn tcp_connect(bind: SocketAddrV4, target: SocketAddrV4) -> Outcome {
+    let connect = || -> std::io::Result<TcpStream> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(SockProtocol::TCP))?;
+        if bind.port() != 0 {
+            // A fixed source port may still be in TIME_WAIT from the last run.
+            socket.set_reuse_address(true)?;
+            socket.bind(&bind.into())?;
+        }
+        socket.connect_timeout(&target.into(), TIMEOUT)?;
+        Ok(socket.into())
+    };
+    match connect() {
         Ok(mut stream) => {
             let _ = stream.set_read_timeout(Some(TIMEOUT));
             let _ = stream.write_all(b"trace\n");
@@ -110,9 +179,9 @@ fn tcp_connect(target: SocketAddrV4) -> Outcome {
     }
 }
 
-fn udp_exchange(target: SocketAddrV4) -> Outcome {
+fn udp_exchange(bind: SocketAddrV4, target: SocketAddrV4) -> Outcome {
     let exchange = || -> std::io::Result<String> {
-        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        let socket = UdpSocket::bind(bind)?;
         socket.set_read_timeout(Some(TIMEOUT))?;
         socket.connect(target)?;
         socket.send(b"trace\n")?;
@@ -156,17 +225,7 @@ fn enter(path: &Path) -> anyhow::Result<()> {
 /// Whether `source` is an address of the netns at `path` (`None`: ours):
 /// only a local address can be bound.
 fn holds(path: Option<&Path>, source: Ipv4Addr) -> bool {
-    let path = path.map(Path::to_owned);
-    std::thread::spawn(move || {
-        if let Some(path) = &path
-            && enter(path).is_err()
-        {
-            return false;
-        }
-        UdpSocket::bind((source, 0)).is_ok()
-    })
-    .join()
-    .unwrap_or(false)
+    in_netns(path, move || UdpSocket::bind((source, 0)).is_ok()).unwrap_or(false)
 }
 
 fn inode(path: &Path) -> anyhow::Result<u64> {

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use weir_agent::ops::trace::VerdictDoc;
 
+pub use super::pick::Pick;
+
 use crate::output::{Render, Table};
 
 /// The whole trace.
@@ -46,10 +48,12 @@ pub struct FrontendStep {
     pub flags: Vec<String>,
     /// Backend slots; 0 means the connection is refused.
     pub backends: u16,
-    /// How one candidate is chosen: `random`, `affinity` (the client's last
-    /// backend within the timeout, else random), `maglev` (by flow hash;
-    /// not reproduced here: any candidate).
+    /// How the frontend chooses: `random`, `affinity` (the client's last
+    /// backend within the timeout, else random) or `maglev` (per-packet
+    /// path: by a hash of the tuple).
     pub selection: String,
+    /// What that choice gives for this client, and why.
+    pub pick: Pick,
 }
 
 /// One place the connection may end up.
@@ -71,6 +75,9 @@ pub struct Candidate {
     pub ingress: Option<VerdictDoc>,
     /// `delivered`, `dropped`, `unreachable` or `unknown`.
     pub outcome: String,
+    /// Whether this is the backend the datapath will choose (affinity or
+    /// Maglev; then the summary is this candidate's outcome alone).
+    pub picked: bool,
 }
 
 /// A real connection's outcome next to the prediction.
@@ -120,14 +127,17 @@ impl Render for Trace {
                     "  frontend  {}{flags}: {} backend(s), {} path, {} selection",
                     f.address, f.backends, f.path, f.selection
                 );
+                let chosen = f.pick.backend.as_deref().unwrap_or("any candidate");
+                let _ = writeln!(out, "  pick      {} by {}: {}", chosen, f.pick.by, f.pick.reason);
             }
             None => out.push_str("  frontend  none: the destination as is\n"),
         }
         if !self.candidates.is_empty() {
             let mut table = Table::new(&["  BACKEND", "WHERE", "NAT", "EGRESS", "INGRESS", "OUTCOME"]);
             for c in &self.candidates {
+                let mark = if c.picked { "* " } else { "  " };
                 table.row(vec![
-                    format!("  {}", c.backend),
+                    format!("{mark}{}", c.backend),
                     c.location.clone(),
                     c.nat.clone().unwrap_or_else(|| "-".into()),
                     verdict_cell(c.egress.as_ref()),
