@@ -1,5 +1,5 @@
 //! The agent's read-only JSON API for the `weir` CLI, on the health
-//! listener: `/v1/status`, `/v1/services`, `/v1/endpoints`.
+//! listener: `/v1/status`, `/v1/services`, `/v1/endpoints`, `/v1/pods`.
 //!
 //! The documents are what the last sync pass computed (published by the
 //! syncer into [`super::Ops`]), not a fresh computation: the CLI shows what
@@ -166,6 +166,19 @@ pub struct EndpointDoc {
     pub egress_policies: Vec<String>,
 }
 
+/// `/v1/pods`: every pod with an address the agent knows, on any node
+/// (the agent watches them all: any pod can be a policy peer). The CLI
+/// names peers and remote destinations with it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PodDoc {
+    /// `namespace/name` of the pod.
+    pub pod: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The node it runs on, if scheduled.
+    pub node: Option<String>,
+}
+
 /// What the syncer publishes after each pass.
 #[derive(Debug, Clone, Default)]
 pub(super) struct View {
@@ -177,6 +190,7 @@ pub(super) struct View {
     pub(super) skipped: Vec<String>,
     pub(super) services: Vec<ServiceDoc>,
     pub(super) endpoints: Vec<EndpointDoc>,
+    pub(super) pods: Vec<PodDoc>,
 }
 
 /// Answers `/v1/…`; `None` for any other path.
@@ -185,6 +199,7 @@ pub(super) async fn route(ops: &Ops, path: &str) -> Option<Response> {
         "/v1/status" => serde_json::to_string_pretty(&status(ops).await),
         "/v1/services" => serde_json::to_string_pretty(&ops.view().services),
         "/v1/endpoints" => serde_json::to_string_pretty(&ops.view().endpoints),
+        "/v1/pods" => serde_json::to_string_pretty(&ops.view().pods),
         _ => return None,
     };
     Some(match body {

@@ -259,6 +259,11 @@ impl Ops {
         view.services = services;
     }
 
+    /// Every pod with an address, as the current pass sees them.
+    pub fn publish_pods(&self, pods: Vec<api::PodDoc>) {
+        self.view_mut().pods = pods;
+    }
+
     /// The policy endpoints and policy count of the last policy reconcile.
     pub fn publish_endpoints(&self, endpoints: Vec<api::EndpointDoc>, policies: usize) {
         let mut view = self.view_mut();

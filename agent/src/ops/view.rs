@@ -9,15 +9,40 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::api::{BackendDoc, FrontendDoc, ServiceDoc};
+use super::api::{BackendDoc, FrontendDoc, PodDoc, ServiceDoc};
 use crate::desired::ALGORITHM_ANNOTATION;
 use crate::desired::{Algorithm, DesiredState, L4Addr, Scope, ServiceName};
 
 /// The label an EndpointSlice carries to say which Service it belongs to.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Every pod with an IPv4 address of its own, sorted by namespace and name.
+/// Host-network pods are left out: their address is their node's, and
+/// naming a node address after one of its pods would mislead.
+#[must_use]
+pub fn pods(pods: &[Pod]) -> Vec<PodDoc> {
+    let mut docs: Vec<PodDoc> = pods
+        .iter()
+        .filter(|p| !p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false))
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+            Some(PodDoc {
+                pod: format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or("default"),
+                    p.metadata.name.as_deref()?
+                ),
+                ip,
+                node: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            })
+        })
+        .collect();
+    docs.sort_by(|a, b| a.pod.cmp(&b.pod));
+    docs
+}
 
 /// One document per Service that has frontends in `desired`, sorted by
 /// namespace and name.
@@ -188,6 +213,31 @@ mod tests {
 
     fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
         serde_yaml::from_str(yaml).expect("test YAML parses")
+    }
+
+    #[test]
+    fn pods_with_their_own_address_are_listed_by_name() {
+        let pods: Vec<Pod> = [
+            "metadata: {name: b, namespace: x}\nspec: {nodeName: n2, containers: []}\nstatus: {podIP: 10.244.2.3}",
+            "metadata: {name: a, namespace: x}\nspec: {nodeName: n1, containers: []}\nstatus: {podIP: 10.244.1.2}",
+            "metadata: {name: h, namespace: x}\nspec: {hostNetwork: true, containers: []}\nstatus: {podIP: 198.18.0.11}",
+            "metadata: {name: pending, namespace: x}\nspec: {containers: []}",
+        ]
+        .iter()
+        .map(|yaml| parse(yaml))
+        .collect();
+        let docs = super::pods(&pods);
+        let names: Vec<(&str, Ipv4Addr, Option<&str>)> = docs
+            .iter()
+            .map(|d| (d.pod.as_str(), d.ip, d.node.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("x/a", Ipv4Addr::new(10, 244, 1, 2), Some("n1")),
+                ("x/b", Ipv4Addr::new(10, 244, 2, 3), Some("n2"))
+            ]
+        );
     }
 
     #[test]

@@ -217,13 +217,14 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         ok
     }
 
-    /// What the CLI's API shows of this pass: the node and the Services.
+    /// What the CLI's API shows of this pass: the node, pods and Services.
     fn publish_view(&self, objects: &Objects, desired: &desired::DesiredState, scope: &Scope) {
         self.ops.publish_node(crate::ops::api::NodeInfo {
             name: scope.node_name.clone(),
             addresses: scope.node_addresses.clone(),
             pod_cidr: scope.pod_cidr.map(|c| c.to_string()),
         });
+        self.ops.publish_pods(crate::ops::view::pods(&objects.pods));
         let services = crate::ops::view::services(&objects.services, &objects.slices, desired, scope);
         self.ops
             .publish_services(services, desired.frontends.len(), desired.backend_count());

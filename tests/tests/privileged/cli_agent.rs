@@ -193,6 +193,20 @@ fn cli_status_services_and_monitor_show_what_was_applied() {
     assert_eq!(web["isolated_ingress"], true, "{body}");
     assert_eq!(web["ingress_policies"], json!(["cli/deny-web"]), "{body}");
 
+    // /v1/pods: every pod with its address and node, the other node's too.
+    let (code, body) = cluster.expect(node1.http_get(9879, "/v1/pods"), "GET /v1/pods");
+    assert_eq!(code, 200, "{body}");
+    let pods: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    for (pod, ip, node) in [("cli/web-1", web1, "node-1"), ("cli/web-2", web2, "node-2")] {
+        let listed = pods.as_array().into_iter().flatten().find(|p| p["pod"] == pod);
+        let listed = listed.unwrap_or_else(|| panic!("no {pod} in {body}"));
+        assert_eq!(
+            (listed["ip"].as_str(), listed["node"].as_str()),
+            (Some(ip.to_string().as_str()), Some(node)),
+            "{body}"
+        );
+    }
+
     // monitor: a denied probe from client to web-1 is reported with the
     // pod and the policy. Probes repeat until the monitor (which connects
     // on its own time) has seen one.

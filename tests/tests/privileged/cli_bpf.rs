@@ -258,11 +258,18 @@ fn check_policy(node1: &Node, ips: &Ips) {
     );
     assert_eq!(policy["egress_isolated"], false);
     let ingress = policy["ingress"].as_array().unwrap();
-    for peer in [format!("{a}/32"), format!("{b}/32"), "198.18.0.0/24".to_owned()] {
+    // Peers are named wherever they run: a on node-1, b on node-2.
+    let peers = [
+        (format!("{a}/32"), Some("default/a")),
+        (format!("{b}/32"), Some("default/b")),
+        ("198.18.0.0/24".to_owned(), None),
+    ];
+    for (peer, name) in peers {
         let entry = ingress
             .iter()
             .find(|e| e["peer"] == peer.as_str())
             .unwrap_or_else(|| panic!("no ingress entry for {peer} in {policy:#}"));
+        assert_eq!(entry["peer_pod"].as_str(), name, "{policy:#}");
         assert_eq!(entry["deny"], false);
         let allow = &entry["allow"][0];
         assert_eq!(

@@ -1,5 +1,5 @@
-//! The agent's `GET /v1/endpoints`: which local pod has which address and
-//! policy endpoint id. The maps know addresses only; names come from the
+//! The agent's `GET /v1/endpoints` (which local pod has which address and
+//! policy endpoint id) and `GET /v1/pods` (every pod's address). The maps know addresses only; names come from the
 //! agent, so they are a best-effort decoration everywhere except where a
 //! name is what the operator typed.
 
@@ -28,6 +28,12 @@ pub fn fetch(agent: &str) -> anyhow::Result<Vec<AgentEndpoint>> {
 /// output that stands on its own without names.
 pub fn fetch_or_none(agent: &str) -> Vec<AgentEndpoint> {
     fetch(agent).unwrap_or_default()
+}
+
+/// Every pod with an address the agent knows, on any node (`/v1/pods`),
+/// or none when it cannot be asked: names for policy peers.
+pub fn fetch_pods_or_none(agent: &str) -> Vec<AgentEndpoint> {
+    crate::agent::get_json(agent, "/v1/pods").unwrap_or_default()
 }
 
 /// The pod name of `ip` among `endpoints`.

@@ -61,7 +61,8 @@ pub struct PolicyView {
 pub struct RuleEntry {
     /// Peer prefix (`a.b.c.d/n`).
     pub peer: String,
-    /// The peer pod's `namespace/name` (a /32 the agent knows).
+    /// The peer pod's `namespace/name` (a /32 of a pod on any node, named
+    /// by the agent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_pod: Option<String>,
     /// No range allowed: peers of this prefix are denied (an `except`).
@@ -107,9 +108,12 @@ pub fn run(args: &Args, command: &Command) -> anyhow::Result<()> {
         ingress: entries(&rules, endpoint.id, POLICY_INGRESS),
         egress: entries(&rules, endpoint.id, POLICY_EGRESS),
     };
+    // Peers are pods of any node: the agent knows them all.
+    let mut everyone = endpoints::fetch_pods_or_none(&args.agent);
+    everyone.extend(known);
     for entry in view.ingress.iter_mut().chain(view.egress.iter_mut()) {
         if let Some(peer) = entry.peer.strip_suffix("/32").and_then(|p| p.parse().ok()) {
-            entry.peer_pod = endpoints::name_of(&known, peer);
+            entry.peer_pod = endpoints::name_of(&everyone, peer);
         }
     }
     print(&view, args.output)
