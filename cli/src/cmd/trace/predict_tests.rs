@@ -291,24 +291,29 @@ fn a_live_affinity_entry_names_the_backend_and_alone_decides_the_summary() {
         proto: 6,
         pad: 0,
     };
-    let used = |secs_ago: u64, backend_id: u32| Affinity4Value {
-        last_used_ns: 100_000_000_000 - secs_ago * 1_000_000_000,
-        backend_id,
-        pad: 0,
+    // Client 7's entry names backend 2, last used `secs_ago`; the source's
+    // netns has cookie `cookie`.
+    let trace = |secs_ago: u64, cookie: u64| {
+        let fake = Fake {
+            affinity: vec![(
+                key,
+                Affinity4Value {
+                    last_used_ns: 100_000_000_000 - secs_ago * 1_000_000_000,
+                    backend_id: 2,
+                    pad: 0,
+                },
+            )],
+            cookie: Some(cookie),
+            ..Fake::default()
+        };
+        run_with(
+            "10.244.1.2",
+            "10.96.0.10",
+            80,
+            ((policy.clone(), lb.clone()), &fake, None),
+        )
     };
-    // Used 10 s ago, backend 1 (local, ingress deny-all): dropped, although
-    // backend 2 would be too; the pick is what counts.
-    let fresh = Fake {
-        affinity: vec![(key, used(10, 2))],
-        cookie: Some(7),
-        ..Fake::default()
-    };
-    let t = run_with(
-        "10.244.1.2",
-        "10.96.0.10",
-        80,
-        ((policy.clone(), lb.clone()), &fresh, None),
-    );
+    let t = trace(10, 7);
     let pick = &t.frontend.as_ref().unwrap().pick;
     assert_eq!(
         (pick.by.as_str(), pick.backend.as_deref()),
@@ -322,27 +327,14 @@ fn a_live_affinity_entry_names_the_backend_and_alone_decides_the_summary() {
         .map(|c| c.backend.as_str())
         .collect();
     assert_eq!(picked, ["10.244.2.2:8080"]);
+    // The picked backend's outcome alone is the summary.
+    assert_eq!(t.summary, "dropped by policy x/only-node");
     // Past the timeout, or for another client: random again.
-    let stale = Fake {
-        affinity: vec![(key, used(61, 2))],
-        cookie: Some(7),
-        ..Fake::default()
-    };
-    let t = run_with(
-        "10.244.1.2",
-        "10.96.0.10",
-        80,
-        ((policy.clone(), lb.clone()), &stale, None),
-    );
+    let t = trace(61, 7);
     let pick = &t.frontend.as_ref().unwrap().pick;
     assert_eq!((pick.by.as_str(), pick.backend.as_deref()), ("random", None));
     assert!(pick.reason.contains("expired"), "{pick:?}");
-    let other = Fake {
-        affinity: vec![(key, used(1, 2))],
-        cookie: Some(8),
-        ..Fake::default()
-    };
-    let t = run_with("10.244.1.2", "10.96.0.10", 80, ((policy, lb), &other, None));
+    let t = trace(1, 8);
     assert!(t.frontend.unwrap().pick.reason.contains("no affinity entry"));
 }
 
