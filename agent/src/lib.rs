@@ -14,6 +14,7 @@
 //! Sources never touch maps and the reconciler never reads Kubernetes objects.
 
 pub mod backoff;
+pub mod cleanup;
 pub mod cni_config;
 pub mod config;
 pub mod datapath;

@@ -6,8 +6,9 @@ use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use weir_agent::cleanup::{self, kube_proxy};
 use weir_agent::cni_config::CniConfig;
-use weir_agent::config::{Flags, Settings, Source};
+use weir_agent::config::{CleanupFlags, Flags, InstallCniFlags, Settings, Source, Subcommand};
 use weir_agent::datapath::{Datapath, EMBEDDED_OBJECT};
 use weir_agent::desired::{Algorithm, Scope};
 use weir_agent::ops::{Listeners, MapCensus, Ops};
@@ -18,6 +19,16 @@ use weir_agent::verdicts;
 use weir_agent::{kubernetes, standalone};
 
 fn main() -> anyhow::Result<()> {
+    match Subcommand::named(std::env::args_os().nth(1).as_deref()) {
+        // The subcommand's name stands in for the program name.
+        Some(Subcommand::Cleanup) => {
+            return run_cleanup(&CleanupFlags::parse_from(std::env::args_os().skip(1)));
+        }
+        Some(Subcommand::InstallCni) => {
+            return install_cni(&InstallCniFlags::parse_from(std::env::args_os().skip(1)));
+        }
+        None => {}
+    }
     let flags = Flags::parse();
     // Validated before anything else: a bad setting touches nothing.
     let settings = Settings::load(&flags)?;
@@ -29,6 +40,66 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(run(settings))?;
     tracing::info!("shutting down; programs stay attached and maps pinned for the next agent");
     Ok(())
+}
+
+/// `weir-agent cleanup`: weir's state off the node, or kube-proxy's.
+fn run_cleanup(flags: &CleanupFlags) -> anyhow::Result<()> {
+    if flags.kube_proxy {
+        let removed = kube_proxy::remove().context("removing kube-proxy's rules")?;
+        if removed.is_empty() {
+            println!("no kube-proxy chains or tables found");
+        } else {
+            println!("removed kube-proxy's {}", removed.summary());
+        }
+        return Ok(());
+    }
+    let settings = Settings::load(&flags.agent)?;
+    let plan = cleanup::Plan {
+        bpffs: settings.bpffs,
+        cni_conf_dir: settings.cni_conf_dir,
+        cni_bin_dir: flags.cni_bin_dir.clone(),
+        status_file: settings.status_file,
+        verdict_socket: settings.verdict_socket,
+        force: flags.force,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(cleanup::run(&plan))?;
+    if report.is_empty() {
+        println!("nothing of weir found on this node");
+    } else {
+        print!("{report}");
+    }
+    Ok(())
+}
+
+/// `weir-agent install-cni`: the plugin into the runtime's directory.
+fn install_cni(flags: &InstallCniFlags) -> anyhow::Result<()> {
+    let plugin = match &flags.plugin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("finding this executable")?
+            .with_file_name(cleanup::cni::PLUGIN_NAME),
+    };
+    let installed = cleanup::cni::install_plugin(&plugin, &flags.cni_bin_dir)?;
+    println!("installed {} as {}", plugin.display(), installed.display());
+    Ok(())
+}
+
+/// Warns when kube-proxy's rules are on the node: they see Service traffic
+/// before weir (NodePorts translated by `KUBE-NODEPORTS` from kube-proxy's last,
+/// possibly stale view). Run once at start; checking is best effort.
+fn warn_about_kube_proxy() {
+    match kube_proxy::detect() {
+        Ok(found) if !found.is_empty() => tracing::warn!(
+            found = %found.summary(),
+            "kube-proxy's rules are on this node and intercept Service traffic before weir: \
+             stop kube-proxy, then run `weir-agent cleanup --kube-proxy`"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot check for kube-proxy's rules"),
+    }
 }
 
 /// `RUST_LOG`, when set, wins over the configured level.
@@ -53,9 +124,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             poll_interval: settings.poll_interval,
             status_file: settings.status_file.clone(),
         }),
-        Source::Kubernetes { kubeconfig } => {
+        Source::Kubernetes {
+            kubeconfig,
+            api_server,
+        } => {
             let options = kubernetes::Options {
                 kubeconfig: kubeconfig.clone(),
+                api_server: api_server.clone(),
                 node_name: settings.node_name.clone(),
                 resync: RESYNC_PERIOD,
                 max_watch_backoff: MAX_WATCH_BACKOFF,
@@ -66,6 +141,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     };
     log_start(&settings, &listeners);
+    warn_about_kube_proxy();
 
     let object = match &settings.bpf_object {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
@@ -184,14 +260,27 @@ fn agent_info(settings: &Settings) -> weir_agent::ops::api::AgentInfo {
             Algorithm::Maglev => "maglev",
         }
         .to_owned(),
-        source: match &settings.source {
-            Source::Manifests(dir) => format!("manifests {}", dir.display()),
-            Source::Kubernetes {
-                kubeconfig: Some(path),
-            } => format!("kubeconfig {}", path.display()),
-            Source::Kubernetes { kubeconfig: None } => "in-cluster".to_owned(),
-        },
+        source: source_text(&settings.source),
         ip_family: "ipv4".to_owned(),
+    }
+}
+
+/// Where objects come from, for the log and `/v1/status`.
+fn source_text(source: &Source) -> String {
+    let base = match source {
+        Source::Manifests(dir) => return format!("manifests {}", dir.display()),
+        Source::Kubernetes {
+            kubeconfig: Some(path),
+            ..
+        } => format!("kubeconfig {}", path.display()),
+        Source::Kubernetes { kubeconfig: None, .. } => "in-cluster".to_owned(),
+    };
+    match source {
+        Source::Kubernetes {
+            api_server: Some(api),
+            ..
+        } => format!("{base}, API server {api}"),
+        _ => base,
     }
 }
 
@@ -202,13 +291,7 @@ fn log_start(settings: &Settings, listeners: &Listeners) {
         Some(_) => "socket-lb+tc",
         None => "socket-lb",
     };
-    let source = match &settings.source {
-        Source::Manifests(dir) => format!("manifests {}", dir.display()),
-        Source::Kubernetes {
-            kubeconfig: Some(path),
-        } => format!("kubeconfig {}", path.display()),
-        Source::Kubernetes { kubeconfig: None } => "in-cluster".to_owned(),
-    };
+    let source = source_text(&settings.source);
     let algorithm = match settings.lb_algorithm {
         Algorithm::Random => "random",
         Algorithm::Maglev => "maglev",

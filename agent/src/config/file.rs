@@ -26,6 +26,10 @@ pub struct FileConfig {
     pub manifests: Option<PathBuf>,
     /// `--kubeconfig`.
     pub kubeconfig: Option<PathBuf>,
+    /// `--api-server-host`.
+    pub api_server_host: Option<String>,
+    /// `--api-server-port`.
+    pub api_server_port: Option<u16>,
     /// `--bpffs`.
     pub bpffs: Option<PathBuf>,
     /// `--cgroup`.

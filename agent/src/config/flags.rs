@@ -21,6 +21,11 @@ use crate::reconcile::maglev;
 ///   weir-agent --manifests ./manifests --bpffs /sys/fs/bpf/weir \
 ///       --cgroup /sys/fs/cgroup/unified/weir
 ///   weir-agent --config /etc/weir/agent.yaml
+///
+/// Subcommands (`weir-agent SUBCOMMAND --help`; cleanup takes these flags too):
+///   weir-agent cleanup [--cni-bin-dir DIR]   take weir off the node (uninstall)
+///   weir-agent cleanup --kube-proxy          remove kube-proxy's iptables/nftables rules
+///   weir-agent install-cni --cni-bin-dir DIR install weir-cni atomically
 #[derive(Debug, Default, clap::Parser)]
 #[command(name = "weir-agent", version, verbatim_doc_comment)]
 pub struct Flags {
@@ -35,6 +40,15 @@ pub struct Flags {
     /// and without --manifests the in-cluster configuration is used).
     #[arg(long, env = "WEIR_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// The API server's address (IP or DNS name), used instead of the
+    /// kubeconfig's server or the in-cluster `KUBERNETES_SERVICE_HOST` (a
+    /// ClusterIP: unreachable before a kube-proxy — or weir — runs). Set
+    /// it when weir replaces kube-proxy.
+    #[arg(long, env = "WEIR_API_SERVER_HOST", value_parser = super::parse_host)]
+    pub api_server_host: Option<String>,
+    /// The API server's port with --api-server-host [default: 6443].
+    #[arg(long, env = "WEIR_API_SERVER_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub api_server_port: Option<u16>,
     /// bpffs directory to pin maps under (must be on a mounted bpffs)
     /// [default: /sys/fs/bpf/weir].
     #[arg(long, env = "WEIR_BPFFS")]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ipnetwork::Ipv4Network;
 
+use super::{ApiServer, DEFAULT_API_SERVER_PORT, parse_host};
 use super::{
     DEFAULT_HEALTH_ADDRESS, DEFAULT_METRICS_ADDRESS, DEFAULT_VERDICT_SOCKET, Error, FileConfig, Flags,
     Origin, Result, Settings, Source, parse_port_range,
@@ -205,8 +206,63 @@ impl Merge<'_> {
                     "set together with kubeconfig: choose standalone (manifests) or Kubernetes (kubeconfig) mode",
                 ))
             }
-            (Some(dir), None) => Ok(Source::Manifests(dir)),
-            (None, kubeconfig) => Ok(Source::Kubernetes { kubeconfig }),
+            (Some(dir), None) => {
+                if flags.api_server_host.is_some() || file.api_server_host.is_some() {
+                    let origin = if flags.api_server_host.is_some() {
+                        Origin::Flag("--api-server-host")
+                    } else {
+                        self.file_origin()
+                    };
+                    return Err(Self::invalid(
+                        origin,
+                        "apiServerHost",
+                        "set in standalone (manifests) mode, which reads no API server",
+                    ));
+                }
+                Ok(Source::Manifests(dir))
+            }
+            (None, kubeconfig) => Ok(Source::Kubernetes {
+                kubeconfig,
+                api_server: self.api_server()?,
+            }),
+        }
+    }
+
+    /// `apiServerHost` with its port; a port alone is an error (it would
+    /// be silently ignored otherwise).
+    fn api_server(&self) -> Result<Option<ApiServer>> {
+        let (flags, file) = (self.flags, self.file);
+        let host = self.pick(
+            flags.api_server_host.clone(),
+            file.api_server_host.as_deref(),
+            "apiServerHost",
+            parse_host,
+        )?;
+        let port = self.ranged(
+            flags.api_server_port,
+            "--api-server-port",
+            file.api_server_port,
+            "apiServerPort",
+            1..=u16::MAX,
+        )?;
+        match (host, port) {
+            (Some(host), port) => Ok(Some(ApiServer {
+                host,
+                port: port.unwrap_or(DEFAULT_API_SERVER_PORT),
+            })),
+            (None, Some(_)) => {
+                let origin = if flags.api_server_port.is_some() {
+                    Origin::Flag("--api-server-port")
+                } else {
+                    self.file_origin()
+                };
+                Err(Self::invalid(
+                    origin,
+                    "apiServerPort",
+                    "needs apiServerHost as well",
+                ))
+            }
+            (None, None) => Ok(None),
         }
     }
 

@@ -4,6 +4,8 @@
 //! setting stops it at start with the field and where it came from, rather
 //! than half-programming a node.
 
+mod api_server;
+mod commands;
 mod file;
 mod flags;
 mod merge;
@@ -19,6 +21,8 @@ use ipnetwork::Ipv4Network;
 use crate::datapath::MapSizes;
 use crate::desired::Algorithm;
 
+pub use api_server::{ApiServer, DEFAULT_PORT as DEFAULT_API_SERVER_PORT, parse_host};
+pub use commands::{CleanupFlags, InstallCniFlags, Subcommand};
 pub use file::{API_VERSION, FileConfig, FileMapSizes, KIND};
 pub use flags::{Flags, parse_port_range};
 
@@ -96,6 +100,10 @@ pub enum Source {
     Kubernetes {
         /// `None`: in-cluster (service account) configuration.
         kubeconfig: Option<PathBuf>,
+        /// The API server's address, overriding the kubeconfig's server or
+        /// the in-cluster `KUBERNETES_SERVICE_HOST` (a ClusterIP, which
+        /// needs a working kube-proxy — or weir — first).
+        api_server: Option<ApiServer>,
     },
 }
 

@@ -195,11 +195,18 @@ fn manifests_and_kubeconfig_exclude_each_other() {
     assert_eq!(
         k.source,
         Source::Kubernetes {
-            kubeconfig: Some("/k".into())
+            kubeconfig: Some("/k".into()),
+            api_server: None,
         }
     );
     let in_cluster = with_file(&[], "").unwrap();
-    assert_eq!(in_cluster.source, Source::Kubernetes { kubeconfig: None });
+    assert_eq!(
+        in_cluster.source,
+        Source::Kubernetes {
+            kubeconfig: None,
+            api_server: None
+        }
+    );
     assert_eq!(in_cluster.manifests(), None);
 }
 
@@ -220,4 +227,64 @@ fn a_missing_file_is_an_error_naming_it() {
     let e = Settings::load(&f).unwrap_err();
     assert!(matches!(e, Error::Read { .. }), "{e}");
     assert!(e.to_string().contains("/nonexistent/weir.yaml"));
+}
+
+#[test]
+fn the_api_server_address_comes_from_flags_or_the_file() {
+    let api = |s: Settings| match s.source {
+        Source::Kubernetes { api_server, .. } => api_server,
+        Source::Manifests(_) => panic!("standalone: {s:?}"),
+    };
+    let file = api(with_file(&[], "apiServerHost: 192.0.2.10\napiServerPort: 443\n").unwrap());
+    assert_eq!(
+        file,
+        Some(ApiServer {
+            host: "192.0.2.10".into(),
+            port: 443
+        })
+    );
+    // The port defaults to kube-apiserver's; a flag wins over the file.
+    let flag = api(with_file(
+        &["--api-server-host", "cp.example"],
+        "apiServerHost: 192.0.2.10\n",
+    )
+    .unwrap());
+    assert_eq!(
+        flag,
+        Some(ApiServer {
+            host: "cp.example".into(),
+            port: DEFAULT_API_SERVER_PORT
+        })
+    );
+    // With a kubeconfig too: it overrides the kubeconfig's server.
+    let both = with_file(
+        &["--kubeconfig", "/k", "--api-server-port", "8443"],
+        "apiServerHost: h\n",
+    )
+    .unwrap();
+    assert_eq!(
+        both.source,
+        Source::Kubernetes {
+            kubeconfig: Some("/k".into()),
+            api_server: Some(ApiServer {
+                host: "h".into(),
+                port: 8443
+            }),
+        }
+    );
+    assert_eq!(api(with_file(&[], "").unwrap()), None);
+}
+
+#[test]
+fn a_bad_api_server_address_names_the_key() {
+    let e = error(&[], "apiServerHost: https://192.0.2.10:6443\n");
+    assert!(e.contains("apiServerHost") && e.contains("URL"), "{e}");
+    let e = error(&[], "apiServerPort: 6443\n");
+    assert!(e.contains("apiServerPort") && e.contains("apiServerHost"), "{e}");
+    let e = error(&[], "apiServerHost: h\napiServerPort: 0\n");
+    assert!(e.contains("apiServerPort"), "{e}");
+    let e = error(&[], "manifests: /m\napiServerHost: h\n");
+    assert!(e.contains("apiServerHost") && e.contains("standalone"), "{e}");
+    let bad_flag = Flags::try_parse_from(["weir-agent", "--api-server-host", "10.0.0.1:6443"]);
+    assert!(bad_flag.is_err());
 }

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::config::ApiServer;
 use crate::maps::{LbMaps, MasqMaps};
 use crate::ops::Ops;
 use crate::source::apiserver::{self, Kind, Update};
@@ -38,6 +39,9 @@ pub struct Options {
     /// Kubeconfig file; `None`: in-cluster service account (or the usual
     /// `KUBECONFIG` / `~/.kube/config` fallbacks).
     pub kubeconfig: Option<PathBuf>,
+    /// The API server's address, replacing the kubeconfig's server or the
+    /// in-cluster `KUBERNETES_SERVICE_HOST` (kube-proxy replacement mode).
+    pub api_server: Option<ApiServer>,
     /// This node's name: its Pods are watched.
     pub node_name: Option<String>,
     /// Every this often a full pass runs even when nothing changed.
@@ -63,6 +67,19 @@ pub enum Error {
     /// No kubeconfig given and no in-cluster configuration found.
     #[error("no Kubernetes API configuration found (pass --kubeconfig or --manifests)")]
     Infer(#[source] kube::config::InferConfigError),
+    /// `apiServerHost` given, no kubeconfig, and no service account
+    /// mounted (token and CA under /var/run/secrets/kubernetes.io).
+    #[error("apiServerHost is set but there are no in-cluster credentials (pass --kubeconfig)")]
+    InCluster(#[source] kube::config::InClusterError),
+    /// The configured API server does not make a URL.
+    #[error("API server address {address}")]
+    Url {
+        /// What was configured.
+        address: String,
+        /// Why.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
     /// The client cannot be built from the configuration.
     #[error("cannot create the Kubernetes client")]
     Client(#[source] kube::Error),
@@ -70,7 +87,14 @@ pub enum Error {
 
 /// The API client for `options`. Nothing is contacted yet.
 pub async fn client(options: &Options) -> Result<Client, Error> {
-    let config = match &options.kubeconfig {
+    Client::try_from(client_config(options).await?).map_err(Error::Client)
+}
+
+/// The client configuration for `options`: the kubeconfig, else the
+/// in-cluster service account; `api_server` replaces the server address
+/// of either (keeping the kubeconfig's scheme; https in-cluster).
+pub async fn client_config(options: &Options) -> Result<kube::Config, Error> {
+    let mut config = match &options.kubeconfig {
         Some(path) => {
             let err = |source| Error::Kubeconfig {
                 path: path.clone(),
@@ -81,9 +105,21 @@ pub async fn client(options: &Options) -> Result<Client, Error> {
                 .await
                 .map_err(err)?
         }
+        // The service account's token and CA; the address is replaced
+        // below. Not `infer`: its in-cluster URL is the ClusterIP in
+        // KUBERNETES_SERVICE_HOST, the very thing weir has yet to program.
+        None if options.api_server.is_some() => kube::Config::incluster_dns().map_err(Error::InCluster)?,
         None => kube::Config::infer().await.map_err(Error::Infer)?,
     };
-    Client::try_from(config).map_err(Error::Client)
+    if let Some(api) = &options.api_server {
+        let scheme = config.cluster_url.scheme_str().unwrap_or("https").to_owned();
+        let address = api.url(&scheme);
+        config.cluster_url = address.parse().map_err(|source| Error::Url {
+            address: address.clone(),
+            source,
+        })?;
+    }
+    Ok(config)
 }
 
 /// How often the loop proves it is alive when nothing happens.
@@ -232,6 +268,69 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_configured_api_server_replaces_the_kubeconfigs() {
+        let path = std::env::temp_dir().join(format!("weir-kubeconfig-{}", std::process::id()));
+        let kubeconfig = "apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: 'http://198.18.0.2:6443'}}]
+users: [{name: u, user: {}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+";
+        std::fs::write(&path, kubeconfig).unwrap();
+        let mut options = Options {
+            kubeconfig: Some(path.clone()),
+            api_server: None,
+            node_name: None,
+            resync: Duration::from_secs(60),
+            max_watch_backoff: Duration::from_secs(30),
+            status_file: None,
+        };
+        let plain = block_on(client_config(&options)).unwrap();
+        assert_eq!(plain.cluster_url.to_string(), "http://198.18.0.2:6443/");
+        options.api_server = Some(ApiServer {
+            host: "2001:db8::7".into(),
+            port: 8443,
+        });
+        let replaced = block_on(client_config(&options)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(replaced.cluster_url.to_string(), "http://[2001:db8::7]:8443/");
+    }
+
+    #[test]
+    fn a_tls_client_can_be_built() {
+        // rustls with exactly one crypto provider (ring): building the
+        // connector would panic if none or two were compiled in.
+        let path = std::env::temp_dir().join(format!("weir-kubeconfig-tls-{}", std::process::id()));
+        let kubeconfig = "apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: 'https://192.0.2.10:6443', insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+";
+        std::fs::write(&path, kubeconfig).unwrap();
+        let options = Options {
+            kubeconfig: Some(path.clone()),
+            api_server: None,
+            node_name: None,
+            resync: Duration::from_secs(60),
+            max_watch_backoff: Duration::from_secs(30),
+            status_file: None,
+        };
+        let built = block_on(async { client(&options).await.map(|_| ()) });
+        std::fs::remove_file(&path).unwrap();
+        built.unwrap();
+    }
 
     #[test]
     fn ready_only_after_every_list_and_while_no_watch_fails() {

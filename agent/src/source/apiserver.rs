@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::access::{Access, READ};
 use super::{Objects, Trim};
 use crate::backoff::Backoff;
 
@@ -58,15 +59,60 @@ impl Kind {
     /// The resource's plural name, as in API paths and metric labels.
     #[must_use]
     pub fn resource(self) -> &'static str {
+        self.access().resource
+    }
+
+    /// The API access watching this kind needs: read access to the
+    /// resource of the type its watcher follows (see [`Watched`]).
+    #[must_use]
+    pub fn access(self) -> Access {
         match self {
-            Kind::Service => "services",
-            Kind::EndpointSlice => "endpointslices",
-            Kind::Pod => "pods",
-            Kind::Node => "nodes",
-            Kind::Namespace => "namespaces",
-            Kind::NetworkPolicy => "networkpolicies",
+            Kind::Service => Access::of::<Service>(&READ),
+            Kind::EndpointSlice => Access::of::<EndpointSlice>(&READ),
+            Kind::Pod => Access::of::<Pod>(&READ),
+            Kind::Node => Access::of::<Node>(&READ),
+            Kind::Namespace => Access::of::<Namespace>(&READ),
+            Kind::NetworkPolicy => Access::of::<NetworkPolicy>(&READ),
         }
     }
+}
+
+/// An object type the agent watches, bound to its [`Kind`]: a watcher is
+/// started per type ([`start`]) and reports under `KIND`, whose
+/// [`Kind::access`] names the same type — so the RBAC rules derived from
+/// [`Kind::ALL`] cover exactly what is watched.
+pub trait Watched:
+    kube::Resource<DynamicType = ()>
+    + k8s_openapi::Resource
+    + Trim
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind this type is watched as.
+    const KIND: Kind;
+}
+
+impl Watched for Service {
+    const KIND: Kind = Kind::Service;
+}
+impl Watched for EndpointSlice {
+    const KIND: Kind = Kind::EndpointSlice;
+}
+impl Watched for Pod {
+    const KIND: Kind = Kind::Pod;
+}
+impl Watched for Node {
+    const KIND: Kind = Kind::Node;
+}
+impl Watched for Namespace {
+    const KIND: Kind = Kind::Namespace;
+}
+impl Watched for NetworkPolicy {
+    const KIND: Kind = Kind::NetworkPolicy;
 }
 
 /// What a watcher tells the agent loop.
@@ -161,52 +207,20 @@ impl Drop for Watches {
 #[must_use]
 pub fn start(client: &Client, options: &Options, updates: &mpsc::UnboundedSender<Update>) -> Watches {
     let mut tasks = Vec::new();
-    let all = watcher::Config::default();
-    let backoff = Backoff::new(Duration::from_millis(200), options.max_backoff);
-    let follow = |kind| Follow {
-        kind,
+    let spawner = Spawner {
+        client: client.clone(),
         updates: updates.clone(),
-        backoff: backoff.clone(),
+        backoff: Backoff::new(Duration::from_millis(200), options.max_backoff),
     };
-
-    let (services, w) = reflector::store();
-    tasks.push(tokio::spawn(follow(Kind::Service).run(
-        Api::all(client.clone()),
-        all.clone(),
-        w,
-    )));
-    let (slices, w) = reflector::store();
-    tasks.push(tokio::spawn(follow(Kind::EndpointSlice).run(
-        Api::all(client.clone()),
-        all.clone(),
-        w,
-    )));
-    let (nodes, w) = reflector::store();
-    tasks.push(tokio::spawn(follow(Kind::Node).run(
-        Api::all(client.clone()),
-        all.clone(),
-        w,
-    )));
-    let (namespaces, w) = reflector::store();
-    tasks.push(tokio::spawn(follow(Kind::Namespace).run(
-        Api::all(client.clone()),
-        all.clone(),
-        w,
-    )));
-    let (network_policies, w) = reflector::store();
-    tasks.push(tokio::spawn(follow(Kind::NetworkPolicy).run(
-        Api::all(client.clone()),
-        all.clone(),
-        w,
-    )));
+    // Each store's type picks the watch (and so its kind and RBAC rule).
+    let services = spawner.spawn(&mut tasks);
+    let slices = spawner.spawn(&mut tasks);
+    let nodes = spawner.spawn(&mut tasks);
+    let namespaces = spawner.spawn(&mut tasks);
+    let network_policies = spawner.spawn(&mut tasks);
     // Every node's pods: a NetworkPolicy peer is a pod anywhere, known by
     // its labels and IP (they are trimmed to that, see `Trim for Pod`).
-    let (pods, w) = reflector::store();
-    tasks.push(tokio::spawn(follow(Kind::Pod).run(
-        Api::all(client.clone()),
-        all.clone(),
-        w,
-    )));
+    let pods = spawner.spawn(&mut tasks);
     Watches {
         stores: Stores {
             services,
@@ -220,6 +234,31 @@ pub fn start(client: &Client, options: &Options, updates: &mpsc::UnboundedSender
     }
 }
 
+/// Starts watches, one type at a time.
+struct Spawner {
+    client: Client,
+    updates: mpsc::UnboundedSender<Update>,
+    backoff: Backoff,
+}
+
+impl Spawner {
+    /// Starts the watch of every `K` in the cluster; returns its store.
+    fn spawn<K: Watched>(&self, tasks: &mut Vec<JoinHandle<()>>) -> Store<K> {
+        let (store, writer) = reflector::store();
+        let follow = Follow {
+            kind: <K as Watched>::KIND,
+            updates: self.updates.clone(),
+            backoff: self.backoff.clone(),
+        };
+        tasks.push(tokio::spawn(follow.run(
+            Api::all(self.client.clone()),
+            watcher::Config::default(),
+            writer,
+        )));
+        store
+    }
+}
+
 /// One kind's watch loop.
 struct Follow {
     kind: Kind,
@@ -228,10 +267,12 @@ struct Follow {
 }
 
 impl Follow {
-    async fn run<K>(mut self, api: Api<K>, config: watcher::Config, mut writer: reflector::store::Writer<K>)
-    where
-        K: kube::Resource<DynamicType = ()> + Trim + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-    {
+    async fn run<K: Watched>(
+        mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        mut writer: reflector::store::Writer<K>,
+    ) {
         loop {
             let mut stream = std::pin::pin!(watcher(api.clone(), config.clone()));
             while let Some(item) = stream.next().await {
@@ -272,5 +313,37 @@ impl Follow {
             }
             tokio::time::sleep(self.backoff.next_delay()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound<K: Watched>() -> (Kind, &'static str) {
+        (
+            <K as Watched>::KIND,
+            <K as k8s_openapi::Resource>::URL_PATH_SEGMENT,
+        )
+    }
+
+    #[test]
+    fn every_kind_is_bound_to_the_type_its_access_names() {
+        let bound = [
+            bound::<Service>(),
+            bound::<EndpointSlice>(),
+            bound::<Pod>(),
+            bound::<Node>(),
+            bound::<Namespace>(),
+            bound::<NetworkPolicy>(),
+        ];
+        for kind in Kind::ALL {
+            let (_, resource) = bound
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .unwrap_or_else(|| panic!("{kind:?} has no watched type"));
+            assert_eq!(kind.resource(), *resource);
+        }
+        assert_eq!(bound.len(), Kind::ALL.len());
     }
 }

@@ -1,6 +1,7 @@
 //! Sources of Kubernetes objects. Each produces the same [`Objects`], so
 //! everything after the source is one code path.
 
+pub mod access;
 pub mod apiserver;
 pub mod dir;
 

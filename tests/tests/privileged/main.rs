@@ -9,6 +9,7 @@
 mod agent_link;
 mod apiserver;
 mod apply;
+mod cleanup;
 mod cli_agent;
 mod cli_bpf;
 mod cli_trace;
@@ -18,6 +19,7 @@ mod cni_spec;
 mod common;
 mod crossnode;
 mod draining;
+mod kube_proxy_free;
 mod kubernetes;
 mod map_dump;
 mod metrics;
