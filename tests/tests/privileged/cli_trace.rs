@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use weir_tests::{Cluster, ClusterConfig, FailureKind, Protocol, RunKind, kube, netpol};
+use weir_tests::{Cluster, ClusterConfig, FailureKind, Origin, Protocol, RunKind, kube, netpol};
 
 use crate::common::binaries;
 
@@ -204,10 +204,13 @@ fn predicted(cluster: &Cluster, row: &Row, target: &str) -> serde_json::Value {
         .ip
         .to_string();
     let node = cluster.expect(cluster.pod_node(row.from), "the source's node");
+    // Named: pods of other clusters on this machine may hold the same address.
+    let place = cluster.expect(cluster.place(&Origin::Pod(row.from.to_owned())), "the source's netns");
+    let netns = place.netns.to_string_lossy().into_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let output = cluster.expect(
-            node.weir(&["trace", "-o", "json", "--probe", &source, target]),
+            node.weir(&["trace", "-o", "json", "--probe", "--netns", &netns, &source, target]),
             "weir trace",
         );
         let stdout = String::from_utf8_lossy(&output.stdout);
