@@ -35,11 +35,37 @@ enum Task {
         #[command(subcommand)]
         command: Option<lab::Command>,
     },
-    /// Build, then measure (root): CNI ADD latency and parallel ADDs.
+    /// Build, then measure (root): weir against kube-proxy-shaped iptables
+    /// and nftables and the direct path — connection rate and latency,
+    /// NodePort, programming time, agent memory/CPU, TC cost per packet,
+    /// CNI ADD. Results, tables and charts in bench/results/ (quick:
+    /// target/bench/quick/).
     Bench {
-        /// A short run (CI smoke).
+        /// A short run at 100 and 1k Services (CI smoke, a few minutes).
         #[arg(long)]
         quick: bool,
+        /// Service counts to measure, e.g. `100,1000` (default: quick
+        /// 100,1000; full 100,1000,10000,30000).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
+        /// Endpoints per Service (default 4; 10 gives the 10k Services /
+        /// 100k endpoints point of the targets).
+        #[arg(long)]
+        endpoints: Option<usize>,
+        /// Peers to compare with (default `iptables,nftables`; `none`: weir
+        /// and the direct path only).
+        #[arg(long, value_delimiter = ',')]
+        peers: Option<Vec<String>>,
+        /// Where to write the results.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Development only: measure the dev-profile binaries (quicker to
+        /// build; their numbers are not the ones to publish).
+        #[arg(long, hide = true)]
+        dev_build: bool,
+        /// Internal: the packet-cost worker (run in the node netns).
+        #[arg(long, hide = true)]
+        tc_cost_worker: Option<String>,
     },
     /// Build, then run unit tests and the privileged integration tests (root).
     Test {
@@ -66,12 +92,34 @@ fn main() -> Result<()> {
             eprintln!("xtask: binaries in {}", built.bin_dir.display());
             Ok(())
         }
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            sizes,
+            endpoints,
+            peers,
+            out,
+            dev_build,
+            tc_cost_worker,
+        } => {
+            if let Some(job) = tc_cost_worker {
+                return bench::tc_cost_worker(&job);
+            }
             if !cmd::is_root() {
                 bail!("the benchmarks build network namespaces: run them as root (`sudo ./x bench`)");
             }
-            let built = build::build(&root, build::Profile::Release)?;
-            bench::run(&root, &built.bin_dir, bench::Settings::new(quick))
+            let profile = if dev_build {
+                build::Profile::Dev
+            } else {
+                build::Profile::Release
+            };
+            let built = build::build(&root, profile)?;
+            let out = out.unwrap_or_else(|| bench::default_out(&root, quick));
+            bench::run(
+                &built.bin_dir,
+                &built.object,
+                &bench::Settings::new(quick, sizes).with(endpoints, peers.as_deref())?,
+                &out,
+            )
         }
         Task::Lab { command } => {
             if !cmd::is_root() {

@@ -60,6 +60,23 @@ pub fn services(
             .or_default()
             .push((addr, state.backends.clone()));
     }
+    // Indexed once: looking each Service's slices up in the whole list made
+    // every sync pass quadratic in the number of Services.
+    let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
+        let label = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL));
+        if let Some(service) = label {
+            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
+            by_service
+                .entry((namespace, service.as_str()))
+                .or_default()
+                .push(slice);
+        }
+    }
     let mut docs = Vec::new();
     for svc in services {
         let name = ServiceName {
@@ -69,7 +86,10 @@ pub fn services(
         let Some(programmed) = frontends.get(&name) else {
             continue;
         };
-        docs.push(service(svc, name.clone(), programmed, slices, scope));
+        let own = by_service
+            .get(&(name.namespace.as_str(), name.name.as_str()))
+            .map_or(&[][..], Vec::as_slice);
+        docs.push(service(svc, name.clone(), programmed, own, scope));
     }
     docs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     docs
@@ -79,7 +99,7 @@ fn service(
     svc: &Service,
     name: ServiceName,
     programmed: &[(&L4Addr, Vec<L4Addr>)],
-    slices: &[EndpointSlice],
+    slices: &[&EndpointSlice],
     scope: &Scope,
 ) -> ServiceDoc {
     let spec = svc.spec.clone().unwrap_or_default();
@@ -132,7 +152,7 @@ fn service(
             .unwrap_or(10_800)
     });
     ServiceDoc {
-        backends: backends(&name, slices, &in_use),
+        backends: backends(slices, &in_use),
         namespace: name.namespace,
         name: name.name,
         service_type: spec.type_.clone().unwrap_or_else(|| "ClusterIP".into()),
@@ -152,18 +172,9 @@ fn service(
 }
 
 /// Every IPv4 endpoint × port of the Service's slices, once each.
-fn backends(name: &ServiceName, slices: &[EndpointSlice], in_use: &BTreeSet<L4Addr>) -> Vec<BackendDoc> {
+fn backends(slices: &[&EndpointSlice], in_use: &BTreeSet<L4Addr>) -> Vec<BackendDoc> {
     let mut seen = BTreeMap::new();
-    let own = slices.iter().filter(|s| {
-        s.address_type == "IPv4"
-            && s.metadata.namespace.as_deref().unwrap_or("default") == name.namespace
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .is_some_and(|n| *n == name.name)
-    });
-    for slice in own {
+    for slice in slices {
         for port in slice.ports.iter().flatten() {
             let Some(number) = port.port.and_then(|p| u16::try_from(p).ok()) else {
                 continue;

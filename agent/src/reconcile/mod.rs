@@ -16,6 +16,13 @@
 //!
 //! A failed pass leaves the maps in one of those consistent states and is
 //! simply run again: every write is idempotent.
+//!
+//! What the maps hold is read back from the kernel on the first pass, after
+//! a failed one, and every [`FULL_READ_EVERY`] passes; in between, a pass
+//! diffs against what the last complete pass wrote. Reading every entry
+//! back costs two syscalls per entry — half a second at 30k Services — and
+//! would make a one-endpoint change cost as much as programming everything.
+//! The periodic read still prunes what someone else wrote into the maps.
 
 pub mod layout;
 pub mod maglev;
@@ -49,15 +56,34 @@ pub struct Summary {
     pub removed_backends: Vec<Backend4>,
 }
 
+/// Passes between two reads of the maps' full contents.
+pub const FULL_READ_EVERY: u32 = 100;
+
+/// The load-balancer maps' contents, as read or as last written.
+#[derive(Debug, Default)]
+struct Contents {
+    services: BTreeMap<Service4Key, weir_common::Service4Value>,
+    backends: BTreeMap<weir_common::BackendId, Backend4>,
+    maglev: BTreeMap<Service4Key, weir_common::lb::MaglevTable>,
+}
+
 /// Owns the maps and brings them to the desired state.
 pub struct Reconciler<M> {
     maps: M,
+    /// What the last complete pass left in the maps; `None`: read them.
+    written: Option<Contents>,
+    /// Passes since the maps were last read in full.
+    passes_since_read: u32,
 }
 
 impl<M: LbMaps> Reconciler<M> {
     /// A reconciler over `maps`. Nothing is written until [`Self::reconcile`].
     pub fn new(maps: M) -> Self {
-        Self { maps }
+        Self {
+            maps,
+            written: None,
+            passes_since_read: 0,
+        }
     }
 
     /// The maps, for inspection.
@@ -68,15 +94,39 @@ impl<M: LbMaps> Reconciler<M> {
     /// The maps, to arrange a test.
     #[cfg(test)]
     pub(crate) fn maps_mut(&mut self) -> &mut M {
+        // Whatever the test changes, the next pass must see.
+        self.written = None;
         &mut self.maps
+    }
+
+    /// What the maps hold: what the last pass wrote, or read from them.
+    fn current(&mut self) -> maps::Result<Contents> {
+        match self.written.take() {
+            Some(written) if self.passes_since_read + 1 < FULL_READ_EVERY => {
+                self.passes_since_read += 1;
+                Ok(written)
+            }
+            _ => {
+                self.passes_since_read = 0;
+                Ok(Contents {
+                    services: self.maps.services()?.into_iter().collect(),
+                    backends: self.maps.backends()?.into_iter().collect(),
+                    maglev: self.maps.maglev_tables()?.into_iter().collect(),
+                })
+            }
+        }
     }
 
     /// Brings the maps to `desired`. Entries the maps hold but `desired` does
     /// not are pruned, so call this only with a complete desired state.
     pub fn reconcile(&mut self, desired: &DesiredState) -> maps::Result<Summary> {
-        let current_services: BTreeMap<_, _> = self.maps.services()?.into_iter().collect();
-        let current_backends: BTreeMap<_, _> = self.maps.backends()?.into_iter().collect();
-        let current_maglev: BTreeMap<_, _> = self.maps.maglev_tables()?.into_iter().collect();
+        // Taken: a pass that fails part-way leaves `written` empty, so the
+        // next one reads what actually got into the maps.
+        let Contents {
+            services: current_services,
+            backends: current_backends,
+            maglev: current_maglev,
+        } = self.current()?;
         let want = layout::layout(desired, &current_backends);
         let mut summary = Summary {
             frontends: want.services.keys().filter(|k| k.backend_slot == 0).count(),
@@ -135,6 +185,11 @@ impl<M: LbMaps> Reconciler<M> {
             }
         }
         summary.deleted += self.prune_affinity(&want)?;
+        self.written = Some(Contents {
+            services: want.services,
+            backends: want.backends,
+            maglev: want.maglev,
+        });
         Ok(summary)
     }
 

@@ -270,3 +270,41 @@ fn one_frontend_changing_writes_only_that_frontends_entries() {
     assert_eq!(rec.maps().log, ["put_backend", "put_service", "put_service"]);
     assert_eq!(untouched(rec.maps()), before);
 }
+
+#[test]
+fn passes_diff_against_what_they_wrote_and_read_the_maps_back_periodically() {
+    let mut rec = Reconciler::new(FakeLbMaps::default());
+    let desired = state(&[(vip(), &three())]);
+    rec.reconcile(&desired).unwrap();
+    // Someone else writes a stale frontend, behind the reconciler's back.
+    let stale = layout::service_key(&tcp([10, 96, 0, 99], 80), 0);
+    let value = rec.maps.services.values().next().copied().unwrap();
+    rec.maps.services.insert(stale, value);
+    for _ in 1..FULL_READ_EVERY {
+        rec.reconcile(&desired).unwrap();
+        assert!(
+            rec.maps.services.contains_key(&stale),
+            "no read between full reads"
+        );
+    }
+    rec.reconcile(&desired).unwrap();
+    assert!(
+        !rec.maps.services.contains_key(&stale),
+        "the periodic read prunes it"
+    );
+    assert_consistent(rec.maps());
+}
+
+#[test]
+fn a_pass_after_a_failed_one_converges() {
+    let mut rec = Reconciler::new(FakeLbMaps::default());
+    rec.reconcile(&state(&[(vip(), &three())])).unwrap();
+    rec.maps_mut().fail_after_writes = Some(1);
+    let other = state(&[(tcp([10, 96, 0, 11], 80), &three()[..1])]);
+    assert!(rec.reconcile(&other).is_err());
+    rec.maps_mut().fail_after_writes = None;
+    rec.reconcile(&other).unwrap();
+    assert_consistent(rec.maps());
+    assert_eq!(rec.maps().services.len(), 2, "one master and its one slot");
+    assert_eq!(rec.maps().backends.len(), 1);
+}

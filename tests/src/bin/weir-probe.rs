@@ -7,6 +7,7 @@
 //!            [--count N] [--interval-ms 0] [--json]
 //! weir-probe [--netns PATH] [--cgroup DIR] session IP:PORT [--udp] [--timeout-ms 1000]
 //! weir-probe [--netns PATH] [--cgroup DIR] scan IP:PORT… [--udp] [--timeout-ms 300] [--attempts 2]
+//! weir-probe [--netns PATH] [--cgroup DIR] bench serve|connect …   (see bench.rs)
 //! ```
 //!
 //! A server answers each TCP connection (and each UDP datagram) with
@@ -56,6 +57,9 @@ const MAX_ANSWER: usize = 256;
 // for a binary of its own.
 #[path = "weir-probe/scan.rs"]
 mod scan;
+
+#[path = "weir-probe/bench.rs"]
+mod bench;
 
 #[derive(Debug, Parser)]
 #[command(about = "TCP/UDP name server and client for weir's netns tests")]
@@ -131,6 +135,9 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         attempts: u32,
     },
+    /// Load generator and server of `cargo xtask bench`.
+    #[command(subcommand)]
+    Bench(bench::Bench),
 }
 
 /// What one successful attempt learnt.
@@ -204,6 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Duration::from_millis(timeout_ms.max(1)),
             attempts.max(1),
         ),
+        Command::Bench(bench) => bench::run(&bench),
     }
 }
 

@@ -1,12 +1,11 @@
-//! `cargo xtask bench`: measurements, never assertions (DEVELOPERS.md rule 4).
-//!
-//! For now: the CNI plugin. ADD latency (p50/p99 over sequential ADDs, each
-//! followed by its DEL so every ADD sees the same store) and the wall time of
-//! 64 parallel ADDs, on a throwaway node netns built by the tests' library.
-//! Results go to stdout as a table and to `target/bench/cni.json`.
+//! The CNI plugin: ADD latency (p50/p99 over sequential ADDs, each followed
+//! by its DEL so every ADD sees the same store) and the wall time of 64
+//! parallel ADDs, on a throwaway node netns built by the tests' library.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+use super::stats::percentile_ms;
 
 use anyhow::{Context as _, Result, bail};
 use weir_tests::{Binaries, CniCommand, Node, RunKind};
@@ -38,40 +37,35 @@ impl Settings {
     }
 }
 
+/// CNI ADD numbers.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CniResults {
+    /// Sequential ADDs timed.
+    pub sequential: usize,
+    /// ADD latency p50, ms.
+    pub add_p50_ms: f64,
+    /// ADD latency p99, ms.
+    pub add_p99_ms: f64,
+    /// ADDs started at once.
+    pub parallel: usize,
+    /// Wall time of the parallel ADDs, ms.
+    pub parallel_wall_ms: f64,
+}
+
 /// Runs the CNI benchmark with the binaries in `bin_dir`.
-pub fn run(root: &Path, bin_dir: &Path, settings: Settings) -> Result<()> {
+pub fn run(bin_dir: &Path, settings: Settings) -> Result<CniResults> {
     weir_tests::cleanup_once();
     let mut node = Node::new(Binaries::in_dir(bin_dir), RunKind::Test)?;
     let sequential = sequential_adds(&mut node, settings.sequential)?;
     let parallel = parallel_adds(&mut node, settings.parallel)?;
     node.teardown()?;
-
-    let p50 = percentile(&sequential, 50);
-    let p99 = percentile(&sequential, 99);
-    println!("\nweir-cni ADD (veth, /32, routes, proxy ARP, IPAM on disk), node netns on this machine\n");
-    println!("| measurement | value |");
-    println!("|---|---|");
-    println!(
-        "| ADD latency p50 ({} sequential ADDs) | {:.2} ms |",
-        sequential.len(),
-        ms(p50)
-    );
-    println!("| ADD latency p99 | {:.2} ms |", ms(p99));
-    println!(
-        "| {} parallel ADDs, wall time | {:.1} ms |",
-        settings.parallel,
-        ms(parallel)
-    );
-    let json = serde_json::json!({
-        "machine": machine(),
-        "add_sequential": {"count": sequential.len(), "p50_ms": ms(p50), "p99_ms": ms(p99)},
-        "add_parallel": {"count": settings.parallel, "wall_ms": ms(parallel)},
-    });
-    let out = root.join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("cni.json"), serde_json::to_string_pretty(&json)?)?;
-    println!("\nresults: {}", out.join("cni.json").display());
-    Ok(())
+    Ok(CniResults {
+        sequential: sequential.len(),
+        add_p50_ms: percentile_ms(&sequential, 50),
+        add_p99_ms: percentile_ms(&sequential, 99),
+        parallel: settings.parallel,
+        parallel_wall_ms: parallel.as_secs_f64() * 1000.0,
+    })
 }
 
 fn sequential_adds(node: &mut Node, count: usize) -> Result<Vec<Duration>> {
@@ -131,36 +125,4 @@ fn parallel_adds(node: &mut Node, count: usize) -> Result<Duration> {
         }
     }
     Ok(wall)
-}
-
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let index = (sorted.len() * p)
-        .div_ceil(100)
-        .saturating_sub(1)
-        .min(sorted.len().saturating_sub(1));
-    sorted.get(index).copied().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// What the numbers were measured on.
-fn machine() -> serde_json::Value {
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("")
-        .trim()
-        .to_owned();
-    serde_json::json!({
-        "kernel": kernel.trim(),
-        "cpus": std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-        "cpu": cpu,
-    })
 }
