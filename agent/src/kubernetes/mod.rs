@@ -276,18 +276,18 @@ mod tests {
             .block_on(f)
     }
 
-    #[test]
-    fn the_configured_api_server_replaces_the_kubeconfigs() {
-        let path = std::env::temp_dir().join(format!("weir-kubeconfig-{}", std::process::id()));
-        let kubeconfig = "apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: 'http://198.18.0.2:6443'}}]
-users: [{name: u, user: {}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-";
+    /// Options reading a kubeconfig of one cluster at `server` (with
+    /// `extra` cluster fields), written to a file of this test (`name`).
+    fn options_for(name: &str, server: &str, extra: &str) -> (std::path::PathBuf, Options) {
+        let path = std::env::temp_dir().join(format!("weir-kubeconfig-{name}-{}", std::process::id()));
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters: [{{name: c, cluster: {{server: '{server}'{extra}}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        );
         std::fs::write(&path, kubeconfig).unwrap();
-        let mut options = Options {
+        let options = Options {
             kubeconfig: Some(path.clone()),
             api_server: None,
             node_name: None,
@@ -295,6 +295,12 @@ current-context: x
             max_watch_backoff: Duration::from_secs(30),
             status_file: None,
         };
+        (path, options)
+    }
+
+    #[test]
+    fn the_configured_api_server_replaces_the_kubeconfigs() {
+        let (path, mut options) = options_for("plain", "http://198.18.0.2:6443", "");
         let plain = block_on(client_config(&options)).unwrap();
         assert_eq!(plain.cluster_url.to_string(), "http://198.18.0.2:6443/");
         options.api_server = Some(ApiServer {
@@ -310,23 +316,11 @@ current-context: x
     fn a_tls_client_can_be_built() {
         // rustls with exactly one crypto provider (ring): building the
         // connector would panic if none or two were compiled in.
-        let path = std::env::temp_dir().join(format!("weir-kubeconfig-tls-{}", std::process::id()));
-        let kubeconfig = "apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: 'https://192.0.2.10:6443', insecure-skip-tls-verify: true}}]
-users: [{name: u, user: {token: t}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-";
-        std::fs::write(&path, kubeconfig).unwrap();
-        let options = Options {
-            kubeconfig: Some(path.clone()),
-            api_server: None,
-            node_name: None,
-            resync: Duration::from_secs(60),
-            max_watch_backoff: Duration::from_secs(30),
-            status_file: None,
-        };
+        let (path, options) = options_for(
+            "tls",
+            "https://192.0.2.10:6443",
+            ", insecure-skip-tls-verify: true",
+        );
         let built = block_on(async { client(&options).await.map(|_| ()) });
         std::fs::remove_file(&path).unwrap();
         built.unwrap();
