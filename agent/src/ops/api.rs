@@ -195,21 +195,12 @@ pub(super) struct View {
 
 /// Answers `/v1/…`; `None` for any other path.
 pub(super) async fn route(ops: &Ops, path: &str) -> Option<Response> {
-    let body = match path {
-        "/v1/status" => serde_json::to_string_pretty(&status(ops).await),
-        "/v1/services" => serde_json::to_string_pretty(&ops.view().services),
-        "/v1/endpoints" => serde_json::to_string_pretty(&ops.view().endpoints),
-        "/v1/pods" => serde_json::to_string_pretty(&ops.view().pods),
+    Some(match path {
+        "/v1/status" => Response::json(&status(ops).await),
+        "/v1/services" => Response::json(&ops.view().services),
+        "/v1/endpoints" => Response::json(&ops.view().endpoints),
+        "/v1/pods" => Response::json(&ops.view().pods),
         _ => return None,
-    };
-    Some(match body {
-        Ok(body) => Response {
-            status: "200 OK",
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: body + "\n",
-        },
-        Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
     })
 }
 

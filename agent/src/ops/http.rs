@@ -39,6 +39,21 @@ impl Response {
         }
     }
 
+    /// `200 OK` with `doc` as pretty JSON (a document that cannot be
+    /// serialised is a `500`).
+    #[must_use]
+    pub fn json(doc: &impl serde::Serialize) -> Self {
+        match serde_json::to_string_pretty(doc) {
+            Ok(body) => Self {
+                status: "200 OK",
+                content_type: "application/json",
+                headers: Vec::new(),
+                body: body + "\n",
+            },
+            Err(e) => Self::text("500 Internal Server Error", format!("{e}\n")),
+        }
+    }
+
     /// The bytes on the wire.
     #[must_use]
     pub fn render(&self) -> String {

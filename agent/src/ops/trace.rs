@@ -193,16 +193,7 @@ pub(super) async fn verdict(ops: &Ops, query: &str) -> Response {
         }
         Err(e) => return Response::text("500 Internal Server Error", format!("{e}\n")),
     };
-    let doc = judge(&snapshot, &flow, direction, &ops.view().endpoints);
-    match serde_json::to_string_pretty(&doc) {
-        Ok(body) => Response {
-            status: "200 OK",
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: body + "\n",
-        },
-        Err(e) => Response::text("500 Internal Server Error", format!("{e}\n")),
-    }
+    Response::json(&judge(&snapshot, &flow, direction, &ops.view().endpoints))
 }
 
 #[cfg(test)]

@@ -67,8 +67,20 @@ pub fn reconcile(
     want: &PolicyState,
     node_addresses: &[Ipv4Addr],
 ) -> maps::Result<PolicySummary> {
+    let current = maps.endpoints()?;
+    reconcile_from(maps, current, want, node_addresses)
+}
+
+/// [`reconcile`] with the endpoint map as the caller just read it (the sync
+/// pass reads it once for the compiler's id hints; nothing else writes it).
+pub fn reconcile_from(
+    maps: &mut (impl PolicyMaps + ?Sized),
+    current_endpoints: Vec<(u32, PolicyEndpoint)>,
+    want: &PolicyState,
+    node_addresses: &[Ipv4Addr],
+) -> maps::Result<PolicySummary> {
     let be = |ip: &Ipv4Addr| u32::from_ne_bytes(ip.octets());
-    let current_endpoints: BTreeMap<u32, PolicyEndpoint> = maps.endpoints()?.into_iter().collect();
+    let current_endpoints: BTreeMap<u32, PolicyEndpoint> = current_endpoints.into_iter().collect();
     let current_rules: BTreeMap<RuleKey, PolicyRuleValue> = maps.rules()?.into_iter().collect();
     let current_hosts: BTreeSet<u32> = maps.hosts()?.into_iter().collect();
     let want_endpoints: BTreeMap<u32, PolicyEndpoint> =

@@ -70,8 +70,8 @@ impl PolicyEnforcement {
                 Err(e) => failures.push(("policy", super::map_reason(&e), format!("policy settings: {e}"))),
             }
         }
-        let hints = match self.maps.endpoints() {
-            Ok(endpoints) => IdHints::from_maps(&endpoints),
+        let current = match self.maps.endpoints() {
+            Ok(endpoints) => endpoints,
             Err(e) => {
                 failures.push((
                     "policy",
@@ -81,6 +81,7 @@ impl PolicyEnforcement {
                 return failures;
             }
         };
+        let hints = IdHints::from_maps(&current);
         let hints = match &self.previous {
             Some(previous) => hints.with_rules_of(previous),
             None => hints,
@@ -125,7 +126,7 @@ impl PolicyEnforcement {
             }
         }
 
-        match reconcile::reconcile(&mut self.maps, &state, node_addresses) {
+        match reconcile::reconcile_from(&mut self.maps, current, &state, node_addresses) {
             Ok(summary) => {
                 ops.policies_programmed(summary.policies);
                 if summary.updated + summary.deleted > 0 {

@@ -96,7 +96,7 @@ pub fn run(args: &crate::Args, trace: &Args) -> anyhow::Result<u8> {
     };
     let mut result = predict::predict(&inputs, &flow);
     if trace.probe {
-        let origin = probe::origin(flow.src, trace.netns.as_deref())?;
+        let origin = selection.origin()?;
         let target = SocketAddrV4::new(flow.dst, flow.port);
         anyhow::ensure!(
             flow.proto == weir_common::IPPROTO_TCP || flow.proto == weir_common::IPPROTO_UDP,

@@ -167,15 +167,7 @@ mod tests {
         parse_port(&serde_yaml::from_str(yaml).unwrap())
     }
 
-    fn range(proto: u8, first: u16, last: u16, rule: u16) -> PortRange {
-        PortRange {
-            first,
-            last,
-            proto,
-            pad: 0,
-            rule,
-        }
-    }
+    use super::super::trie::range;
 
     #[test]
     fn ports_parse_as_the_api_documents() {

@@ -109,7 +109,8 @@ fn ranges_of(rule: &CompiledRule, endpoint: &PodView<'_>, direction: Direction) 
     out
 }
 
-fn range(proto: u8, first: u16, last: u16, rule: u16) -> PortRange {
+/// The map's port range of `proto` from `first` to `last`, allowed by `rule`.
+pub(super) fn range(proto: u8, first: u16, last: u16, rule: u16) -> PortRange {
     PortRange {
         first,
         last,

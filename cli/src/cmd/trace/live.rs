@@ -19,6 +19,9 @@ pub struct LiveSelection {
     bpffs: PathBuf,
     source: Ipv4Addr,
     netns: Option<PathBuf>,
+    /// Where the source is, found once (a walk of /proc and /run/netns)
+    /// for both the affinity key and `--probe`.
+    origin: OnceCell<Result<probe::Origin, String>>,
     cookie: OnceCell<Option<u64>>,
 }
 
@@ -30,8 +33,17 @@ impl LiveSelection {
             bpffs: bpffs.to_owned(),
             source,
             netns: netns.map(Path::to_owned),
+            origin: OnceCell::new(),
             cookie: OnceCell::new(),
         }
+    }
+
+    /// Where the source's connections start (see [`probe::origin`]).
+    pub fn origin(&self) -> anyhow::Result<probe::Origin> {
+        self.origin
+            .get_or_init(|| probe::origin(self.source, self.netns.as_deref()).map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)
     }
 }
 
@@ -57,7 +69,7 @@ impl SelectionState for LiveSelection {
 
     fn netns_cookie(&self) -> Option<u64> {
         *self.cookie.get_or_init(|| {
-            let origin = probe::origin(self.source, self.netns.as_deref()).ok()?;
+            let origin = self.origin().ok()?;
             probe::netns_cookie(&origin).ok()
         })
     }
