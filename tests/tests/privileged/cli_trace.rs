@@ -205,12 +205,17 @@ fn predicted(cluster: &Cluster, row: &Row, target: &str) -> serde_json::Value {
         .to_string();
     let node = cluster.expect(cluster.pod_node(row.from), "the source's node");
     // Named: pods of other clusters on this machine may hold the same address.
-    let place = cluster.expect(cluster.place(&Origin::Pod(row.from.to_owned())), "the source's netns");
+    let place = cluster.expect(
+        cluster.place(&Origin::Pod(row.from.to_owned())),
+        "the source's netns",
+    );
     let netns = place.netns.to_string_lossy().into_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let output = cluster.expect(
-            node.weir(&["trace", "-o", "json", "--probe", "--netns", &netns, &source, target]),
+            node.weir(&[
+                "trace", "-o", "json", "--probe", "--netns", &netns, &source, target,
+            ]),
             "weir trace",
         );
         let stdout = String::from_utf8_lossy(&output.stdout);

@@ -18,40 +18,10 @@ use weir_agent::reconcile::{Reconciler, masq};
 use weir_agent::source::dir;
 use weir_common::nat::{NAT_F_REPLY, NAT_F_SNAT, NAT_MAP, NAT_ORIGIN_MASQ, NAT_ORIGIN_NODEPORT};
 use weir_common::{Nat4Entry, Nat4Key};
-use weir_tests::{BpfFs, RunKind, RunTag};
 
-use crate::packet::{TCP, UDP, checksums_ok, frame, tuple};
+use crate::packet::{Scratch, TCP, UDP, checksums_ok, frame, tuple};
 
 const TC_ACT_OK: u32 = 0;
-
-/// A per-test bpffs and work directory, removed on drop (after a failure too).
-struct Scratch {
-    run_dir: std::path::PathBuf,
-    bpffs: BpfFs,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        isolate_thread_network();
-        assert!(
-            !EMBEDDED_OBJECT.is_empty(),
-            "weir-agent was built without its eBPF object: run `cargo xtask test`"
-        );
-        weir_tests::cleanup_once();
-        let run_dir = RunTag::new(RunKind::Test).run_dir();
-        let bpffs = BpfFs::mount(run_dir.join("bpffs")).expect("mounting a bpffs");
-        Scratch { run_dir, bpffs }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.bpffs.unmount();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-        // The shared parent goes with the last run in it (fails otherwise).
-        let _ = std::fs::remove_dir(weir_tests::RUN_ROOT);
-    }
-}
 
 /// A loaded datapath whose maps hold one manifest's state for one node.
 struct Harness {
@@ -132,19 +102,6 @@ impl Harness {
     fn egress(&mut self, input: &[u8]) -> (u32, Vec<u8>) {
         self.run(TcAttachType::Egress, input)
     }
-}
-
-/// Moves this thread into a new, empty network namespace (test threads are
-/// not shared, and the namespace dies with the thread).
-fn isolate_thread_network() {
-    // SAFETY: unshare(CLONE_NEWNET) only changes this thread's namespace.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
 }
 
 fn at(addr: &str) -> SocketAddrV4 {

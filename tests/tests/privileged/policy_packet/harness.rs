@@ -11,9 +11,8 @@ use weir_agent::maps::{PinnedPolicyMaps, PolicyMaps as _, RuleKey};
 use weir_common::policy::{
     IPPROTO_SCTP, PolicyEndpoint, PolicyRuleKey, PolicyRuleValue, PolicyVerdict, PortRange,
 };
-use weir_tests::{BpfFs, RunKind, RunTag};
 
-use crate::packet::{TCP, UDP, frame};
+use crate::packet::{Scratch, TCP, UDP, frame};
 
 pub const PASS: u32 = 0;
 pub const DROP: u32 = 2;
@@ -22,41 +21,6 @@ pub const ICMP: u8 = 1;
 /// The pod under test and its endpoint id.
 pub const POD: &str = "10.244.1.5";
 pub const POD_ID: u16 = 3;
-
-/// A per-test bpffs and work directory, removed on drop (after a failure too).
-struct Scratch {
-    run_dir: std::path::PathBuf,
-    bpffs: BpfFs,
-}
-
-impl Scratch {
-    fn new() -> Self {
-        // SAFETY: unshare(CLONE_NEWNET) only changes this thread's namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        );
-        assert!(
-            !EMBEDDED_OBJECT.is_empty(),
-            "weir-agent was built without its eBPF object: run `cargo xtask test`"
-        );
-        weir_tests::cleanup_once();
-        let run_dir = RunTag::new(RunKind::Test).run_dir();
-        let bpffs = BpfFs::mount(run_dir.join("bpffs")).expect("mounting a bpffs");
-        Scratch { run_dir, bpffs }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = self.bpffs.unmount();
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-        let _ = std::fs::remove_dir(weir_tests::RUN_ROOT);
-    }
-}
 
 /// The loaded object with its policy maps.
 pub struct Harness {
