@@ -44,6 +44,7 @@ mod cluster;
 pub mod cmd;
 mod cni;
 mod conflist;
+pub mod frame;
 pub mod kube;
 mod leftovers;
 mod manifests;

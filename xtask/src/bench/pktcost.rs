@@ -207,58 +207,15 @@ fn destination(frame: &[u8]) -> SocketAddrV4 {
     SocketAddrV4::new(ip, u16::from_be_bytes([frame[36], frame[37]]))
 }
 
-/// An Ethernet/IPv4/TCP frame with valid checksums; `syn` or a bare ACK.
+/// An Ethernet/IPv4/TCP frame with valid checksums, no payload; `syn` or a
+/// bare ACK.
 fn frame(src: SocketAddrV4, dst: SocketAddrV4, syn: bool) -> Vec<u8> {
-    let mut f = Vec::with_capacity(54);
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02, 0x08, 0x00]);
-    let ip_start = f.len();
-    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&src.ip().octets());
-    f.extend_from_slice(&dst.ip().octets());
-    let ip_sum = checksum(&f[ip_start..ip_start + 20], 0);
-    f[ip_start + 10..ip_start + 12].copy_from_slice(&ip_sum.to_be_bytes());
-    let tcp_start = f.len();
-    f.extend_from_slice(&src.port().to_be_bytes());
-    f.extend_from_slice(&dst.port().to_be_bytes());
-    f.extend_from_slice(&[
-        0,
-        0,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0x50,
-        if syn { 0x02 } else { 0x10 },
-        0xff,
-        0xff,
-        0,
-        0,
-        0,
-        0,
-    ]);
-    let mut pseudo = Vec::with_capacity(12);
-    pseudo.extend_from_slice(&src.ip().octets());
-    pseudo.extend_from_slice(&dst.ip().octets());
-    pseudo.extend_from_slice(&[0, 6, 0, 20]);
-    let tcp_sum = checksum(&f[tcp_start..], sum(&pseudo));
-    f[tcp_start + 16..tcp_start + 18].copy_from_slice(&tcp_sum.to_be_bytes());
-    f
-}
-
-fn sum(data: &[u8]) -> u32 {
-    data.chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
-        .sum()
-}
-
-fn checksum(data: &[u8], initial: u32) -> u16 {
-    let mut total = initial + sum(data);
-    while total > 0xffff {
-        total = (total & 0xffff) + (total >> 16);
-    }
-    !u16::try_from(total).unwrap_or(0)
+    let flags = if syn {
+        weir_tests::frame::SYN
+    } else {
+        weir_tests::frame::ACK
+    };
+    weir_tests::frame::tcp_frame(src, dst, flags, &[])
 }
 
 #[cfg(test)]
@@ -273,11 +230,7 @@ mod tests {
             true,
         );
         assert_eq!(f.len(), 54);
-        assert_eq!(checksum(&f[14..34], 0), 0);
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&f[26..34]);
-        pseudo.extend_from_slice(&[0, 6, 0, 20]);
-        assert_eq!(checksum(&f[34..], sum(&pseudo)), 0);
+        assert!(weir_tests::frame::checksums_ok(&f));
         assert_eq!(destination(&f), "198.18.0.11:30080".parse().unwrap());
     }
 }
