@@ -42,6 +42,8 @@ pub async fn run<M: LbMaps, Q: MasqMaps>(
     // When the oldest change not yet programmed was noticed.
     let mut changed_at = Some(Instant::now());
     let mut status = Status::default();
+    // Kept across passes: a re-read parses only the documents that changed.
+    let mut reader = dir::Reader::default();
     loop {
         syncer.ops().alive();
         match dir::fingerprint(&options.manifests) {
@@ -54,7 +56,7 @@ pub async fn run<M: LbMaps, Q: MasqMaps>(
             Err(e) => warn!(error = %e, "manifest directory unreadable; keeping the programmed state"),
         }
         if dirty
-            && let Some(objects) = read(options, syncer.ops())
+            && let Some(objects) = read(&mut reader, options, syncer.ops())
             && syncer.sync(&objects, &mut status).await
         {
             dirty = false;
@@ -77,8 +79,8 @@ pub async fn run<M: LbMaps, Q: MasqMaps>(
 }
 
 /// Reads the manifests, reporting documents that cannot be used.
-fn read(options: &Options, ops: &Ops) -> Option<Objects> {
-    match dir::read(&options.manifests) {
+fn read(reader: &mut dir::Reader, options: &Options, ops: &Ops) -> Option<Objects> {
+    match reader.read(&options.manifests) {
         Ok((objects, document_errors)) => {
             for e in &document_errors {
                 warn!(error = %e, "skipping manifest document");

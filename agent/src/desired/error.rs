@@ -4,7 +4,7 @@ use super::{L4Addr, ServiceName};
 
 /// One object (or part of one) that could not be used. The rest of the
 /// desired state is computed without it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{object}: {reason}")]
 pub struct ObjectError {
     /// The object.
@@ -47,7 +47,7 @@ impl std::fmt::Display for ObjectRef {
 }
 
 /// Why an object, or part of it, was skipped.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum Reason {
     /// `spec.clusterIP(s)` is not an IP address.
     #[error("invalid clusterIP {0:?}")]

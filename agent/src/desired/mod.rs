@@ -1,6 +1,7 @@
 //! Desired state: what the datapath should do, computed from Kubernetes
 //! objects and independent of how the maps lay it out.
 
+pub(crate) mod cache;
 mod endpoints;
 mod error;
 mod node;
@@ -11,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
+pub use cache::{Changes, ServiceCache, ServiceEntry};
 pub use endpoints::{Endpoint, select};
 pub use error::{ObjectError, ObjectRef, Reason};
 pub use node::{LocalNode, NodeRoute, NodeState, compute_nodes};

@@ -1,12 +1,15 @@
 //! Services + EndpointSlices → frontends and their backends, with the rules
 //! kube-proxy applies (pkg/proxy/servicechangetracker.go, endpointslicecache.go).
 
-use std::collections::BTreeMap;
+use std::borrow::Borrow;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::cache::ServiceCache;
 use super::endpoints::{self, Endpoint};
 use super::{
     Algorithm, DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, ObjectRef, Protocol, Reason,
@@ -18,49 +21,62 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Computes the desired load-balancer state for the node described by
 /// `scope`. Objects that cannot be used are reported in the returned errors
-/// and left out; everything else is kept.
+/// and left out; everything else is kept. (The agent keeps a
+/// [`ServiceCache`] instead, which recomputes only what changed.)
 #[must_use]
-pub fn compute(
-    services: &[Service],
-    slices: &[EndpointSlice],
+pub fn compute<S: Borrow<Service>, E: Borrow<EndpointSlice>>(
+    services: &[S],
+    slices: &[E],
     scope: &Scope,
 ) -> (DesiredState, Vec<ObjectError>) {
-    let mut errors = Vec::new();
-    let slices_by_service = index_slices(slices);
-    let mut state = DesiredState::default();
-
-    let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by_key(|svc| service_name(svc));
-    for svc in sorted {
-        let name = service_name(svc);
-        let Some(spec) = &svc.spec else { continue };
-        // ExternalName Services are DNS aliases: nothing to program.
-        if spec.type_.as_deref() == Some("ExternalName") {
-            continue;
-        }
-        let svc_slices = slices_by_service.get(&name).map_or(&[][..], Vec::as_slice);
-        let mut builder = ServiceBuilder {
-            name,
-            scope,
-            state: &mut state,
-            errors: &mut errors,
-        };
-        builder.add(svc, spec, svc_slices);
-    }
-    (state, errors)
+    let services: Vec<Arc<Service>> = services.iter().map(|s| Arc::new(s.borrow().clone())).collect();
+    let slices: Vec<Arc<EndpointSlice>> = slices.iter().map(|s| Arc::new(s.borrow().clone())).collect();
+    let mut cache = ServiceCache::default();
+    cache.update(&services, &slices, scope);
+    (cache.state().clone(), cache.errors())
 }
 
-/// Adds one Service's frontends to the desired state.
+/// What one Service adds to the desired state. It depends on the Service,
+/// its own slices and the scope only, so it is computed once per change of
+/// those and kept.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Contribution {
+    /// Its frontends, each once.
+    pub frontends: Vec<(L4Addr, FrontendState)>,
+    /// Its endpoints that are local to this node.
+    pub local_backends: BTreeSet<Ipv4Addr>,
+    /// Its `healthCheckNodePort` and what that answers.
+    pub health_check: Option<(u16, HealthCheck)>,
+    /// What is wrong with the Service or its slices.
+    pub errors: Vec<ObjectError>,
+}
+
+/// The contribution of `svc` with its `slices`.
+pub(super) fn contribution(svc: &Service, slices: &[&EndpointSlice], scope: &Scope) -> Contribution {
+    let mut builder = ServiceBuilder {
+        name: service_name(svc),
+        scope,
+        out: Contribution::default(),
+    };
+    // ExternalName Services are DNS aliases: nothing to program.
+    if let Some(spec) = &svc.spec
+        && spec.type_.as_deref() != Some("ExternalName")
+    {
+        builder.add(svc, spec, slices);
+    }
+    builder.out
+}
+
+/// Computes one Service's contribution.
 struct ServiceBuilder<'a> {
     name: ServiceName,
     scope: &'a Scope,
-    state: &'a mut DesiredState,
-    errors: &'a mut Vec<ObjectError>,
+    out: Contribution,
 }
 
 impl ServiceBuilder<'_> {
     fn error(&mut self, reason: Reason) {
-        self.errors.push(ObjectError {
+        self.out.errors.push(ObjectError {
             object: ObjectRef {
                 kind: "Service",
                 namespace: Some(self.name.namespace.clone()),
@@ -107,7 +123,7 @@ impl ServiceBuilder<'_> {
             }
         };
         let maglev = (algorithm == Algorithm::Maglev).then_some(self.scope.maglev_table_size);
-        let mut local_endpoints = std::collections::BTreeSet::new();
+        let mut local_endpoints = BTreeSet::new();
 
         for port in spec.ports.iter().flatten() {
             let (service_port, proto) = match port_and_protocol(port.port, port.protocol.as_deref()) {
@@ -117,7 +133,7 @@ impl ServiceBuilder<'_> {
                     continue;
                 }
             };
-            let endpoints = endpoints_for(port, proto, slices, self.errors);
+            let endpoints = endpoints_for(port, proto, slices, &mut self.out.errors);
             // Local for the datapath (no SNAT, no trip over the uplink): on
             // this node by name, or by address — in its podCIDR or one of its
             // own addresses (hostNetwork), which holds even for a slice
@@ -127,14 +143,14 @@ impl ServiceBuilder<'_> {
                     || self.scope.pod_cidr.is_some_and(|cidr| cidr.contains(e.addr.ip))
                     || self.scope.node_addresses.contains(&e.addr.ip)
             }) {
-                self.state.local_backends.insert(e.addr.ip);
+                self.out.local_backends.insert(e.addr.ip);
             }
             let internal = endpoints::select(&endpoints, internal_local);
             let external = endpoints::select(&endpoints, external_local);
             local_endpoints.extend(
                 external
                     .iter()
-                    .filter(|b| self.state.local_backends.contains(&b.ip))
+                    .filter(|b| self.out.local_backends.contains(&b.ip))
                     .map(|b| b.ip),
             );
 
@@ -175,7 +191,7 @@ impl ServiceBuilder<'_> {
                         service: self.name.clone(),
                         local_endpoints: local_endpoints.len(),
                     };
-                    self.state.health_checks.insert(port, check);
+                    self.out.health_check = Some((port, check));
                 }
                 Err(reason) => self.error(reason),
             }
@@ -194,12 +210,15 @@ impl ServiceBuilder<'_> {
         }
     }
 
+    /// Two ports (or a ClusterIP that is also an external IP) of one
+    /// Service can name one frontend: the first keeps it. Between Services,
+    /// [`ServiceCache`] decides.
     fn insert(&mut self, frontend: L4Addr, entry: FrontendState) {
-        if let Some(owner) = self.state.frontends.get(&frontend) {
-            let owner = owner.service.clone();
+        if self.out.frontends.iter().any(|(f, _)| *f == frontend) {
+            let owner = self.name.clone();
             return self.error(Reason::DuplicateFrontend { frontend, owner });
         }
-        self.state.frontends.insert(frontend, entry);
+        self.out.frontends.push((frontend, entry));
     }
 }
 
@@ -246,35 +265,28 @@ fn affinity_timeout(spec: &ServiceSpec) -> Result<Option<u32>, Reason> {
     }
 }
 
-fn service_name(svc: &Service) -> ServiceName {
+pub(super) fn service_name(svc: &Service) -> ServiceName {
     ServiceName {
         namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         name: svc.metadata.name.clone().unwrap_or_default(),
     }
 }
 
-/// Groups IPv4 slices by the Service named in their label (same namespace).
-fn index_slices(slices: &[EndpointSlice]) -> BTreeMap<ServiceName, Vec<&EndpointSlice>> {
-    let mut by_service: BTreeMap<ServiceName, Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in slices {
-        if slice.address_type != "IPv4" {
-            continue;
-        }
-        let labels = slice.metadata.labels.as_ref();
-        let Some(service) = labels.and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
-            continue;
-        };
-        let name = ServiceName {
-            namespace: slice
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            name: service.clone(),
-        };
-        by_service.entry(name).or_default().push(slice);
+/// The Service an IPv4 slice belongs to: the one named in its label, in
+/// its namespace. Other slices serve no IPv4 frontend.
+pub(super) fn service_of(slice: &EndpointSlice) -> Option<ServiceName> {
+    if slice.address_type != "IPv4" {
+        return None;
     }
-    by_service
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(ServiceName {
+        namespace: slice
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: service.clone(),
+    })
 }
 
 /// The IPv4 ClusterIPs of a Service; empty for headless Services ("None").

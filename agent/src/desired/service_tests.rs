@@ -1,5 +1,7 @@
 use super::*;
 
+const NO_SLICES: &[EndpointSlice] = &[];
+
 fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     serde_yaml::from_str(yaml).expect("test YAML parses")
 }
@@ -97,7 +99,7 @@ fn headless_and_external_name_services_program_nothing() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: ext, namespace: default}\n\
          spec: {type: ExternalName, externalName: example.invalid}",
     );
-    let (state, errors) = compute(&[headless, external], &[], &Scope::default());
+    let (state, errors) = compute(&[headless, external], NO_SLICES, &Scope::default());
     assert!(errors.is_empty(), "{errors:?}");
     assert!(state.frontends.is_empty());
 }
@@ -106,7 +108,7 @@ fn headless_and_external_name_services_program_nothing() {
 fn service_without_endpoints_has_a_frontend_with_no_backends() {
     let (state, _) = compute(
         &[svc("lonely", "10.96.0.12", "[{port: 80}]")],
-        &[],
+        NO_SLICES,
         &Scope::default(),
     );
     assert_eq!(
@@ -149,7 +151,7 @@ fn second_service_claiming_a_frontend_is_rejected() {
         svc("b", "10.96.0.16", "[{port: 80}]"),
         svc("a", "10.96.0.16", "[{port: 80}]"),
     ];
-    let (state, errors) = compute(&services, &[], &Scope::default());
+    let (state, errors) = compute(&services, NO_SLICES, &Scope::default());
     assert_eq!(errors.len(), 1);
     assert_eq!(state.frontends[&addr("10.96.0.16:80/TCP")].service.name, "a");
 }
@@ -262,7 +264,7 @@ fn node_port_outside_the_range_is_reported_and_the_cluster_ip_kept() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: np, namespace: default}\n\
          spec: {type: NodePort, clusterIP: 10.96.0.32, ports: [{port: 80, nodePort: 8080}]}",
     );
-    let (state, errors) = compute(&[service], &[], &node("n1"));
+    let (state, errors) = compute(&[service], NO_SLICES, &node("n1"));
     assert!(matches!(
         errors[0].reason,
         Reason::NodePortOutOfRange { port: 8080, .. }

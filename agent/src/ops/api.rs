@@ -188,7 +188,8 @@ pub(super) struct View {
     pub(super) generation: u64,
     pub(super) counts: Counts,
     pub(super) skipped: Vec<String>,
-    pub(super) services: Vec<ServiceDoc>,
+    /// By namespace and name: a pass replaces only the Services it changed.
+    pub(super) services: std::collections::BTreeMap<(String, String), ServiceDoc>,
     pub(super) endpoints: Vec<EndpointDoc>,
     pub(super) pods: Vec<PodDoc>,
 }
@@ -197,9 +198,9 @@ pub(super) struct View {
 pub(super) async fn route(ops: &Ops, path: &str) -> Option<Response> {
     Some(match path {
         "/v1/status" => Response::json(&status(ops).await),
-        "/v1/services" => Response::json(&ops.view().services),
-        "/v1/endpoints" => Response::json(&ops.view().endpoints),
-        "/v1/pods" => Response::json(&ops.view().pods),
+        "/v1/services" => ops.with_view(|v| Response::json(&v.services.values().collect::<Vec<_>>())),
+        "/v1/endpoints" => ops.with_view(|v| Response::json(&v.endpoints)),
+        "/v1/pods" => ops.with_view(|v| Response::json(&v.pods)),
         _ => return None,
     })
 }
@@ -208,7 +209,16 @@ pub(super) async fn route(ops: &Ops, path: &str) -> Option<Response> {
 async fn status(ops: &Ops) -> StatusDoc {
     // The view first: a pass publishes it after writing the maps, so the
     // maps counted after it hold at least what it says.
-    let view = ops.view();
+    let (node, agent, last_sync, generation, counts, skipped) = ops.with_view(|v| {
+        (
+            v.node.clone(),
+            v.agent.clone(),
+            v.last_sync,
+            v.generation,
+            v.counts,
+            v.skipped.clone(),
+        )
+    });
     let maps = match ops.census() {
         Some(census) => tokio::task::spawn_blocking(move || census.count())
             .await
@@ -227,13 +237,13 @@ async fn status(ops: &Ops) -> StatusDoc {
         healthy: ops.since_alive() < super::LIVENESS_WINDOW,
         ready,
         not_ready_reason: (!ready).then_some(reason),
-        node: view.node,
-        agent: view.agent,
-        last_sync: view.last_sync.map(rfc3339),
-        generation: view.generation,
-        counts: view.counts,
+        node,
+        agent,
+        last_sync: last_sync.map(rfc3339),
+        generation,
+        counts,
         maps,
-        skipped: view.skipped,
+        skipped,
     }
 }
 

@@ -19,6 +19,7 @@ mod server;
 pub mod trace;
 pub mod view;
 
+use crate::desired::ServiceName;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -230,9 +231,10 @@ impl Ops {
         self.inner.view.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A copy of what `/v1/…` shows.
-    fn view(&self) -> api::View {
-        self.view_mut().clone()
+    /// What `/v1/…` shows, read in place: it holds every Service's document, too
+    /// much to copy for one answer.
+    fn with_view<R>(&self, read: impl FnOnce(&api::View) -> R) -> R {
+        read(&self.view_mut())
     }
 
     /// The map census, if the maps are counted.
@@ -250,13 +252,30 @@ impl Ops {
         self.view_mut().node = node;
     }
 
-    /// The Services and load-balancer counts the current pass computed.
-    pub fn publish_services(&self, services: Vec<api::ServiceDoc>, frontends: usize, backends: usize) {
+    /// The Services the current pass recomputed (`None`: it has no
+    /// frontend any more), and the load-balancer counts. `full`: these are
+    /// all the Services there are.
+    pub fn publish_services(
+        &self,
+        full: bool,
+        services: Vec<(ServiceName, Option<api::ServiceDoc>)>,
+        frontends: usize,
+        backends: usize,
+    ) {
         let mut view = self.view_mut();
-        view.counts.services = services.len();
+        if full {
+            view.services.clear();
+        }
+        for (name, doc) in services {
+            let key = (name.namespace, name.name);
+            match doc {
+                Some(doc) => view.services.insert(key, doc),
+                None => view.services.remove(&key),
+            };
+        }
+        view.counts.services = view.services.len();
         view.counts.frontends = frontends;
         view.counts.backends = backends;
-        view.services = services;
     }
 
     /// Every pod with an address, as the current pass sees them.

@@ -193,7 +193,7 @@ pub(super) async fn verdict(ops: &Ops, query: &str) -> Response {
         }
         Err(e) => return Response::text("500 Internal Server Error", format!("{e}\n")),
     };
-    Response::json(&judge(&snapshot, &flow, direction, &ops.view().endpoints))
+    ops.with_view(|v| Response::json(&judge(&snapshot, &flow, direction, &v.endpoints)))
 }
 
 #[cfg(test)]

@@ -14,10 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::api::{BackendDoc, FrontendDoc, PodDoc, ServiceDoc};
 use crate::desired::ALGORITHM_ANNOTATION;
-use crate::desired::{Algorithm, DesiredState, L4Addr, Scope, ServiceName};
-
-/// The label an EndpointSlice carries to say which Service it belongs to.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use crate::desired::{Algorithm, FrontendState, L4Addr, Scope, ServiceCache, ServiceName};
 
 /// Every pod with an IPv4 address of its own, sorted by namespace and name.
 /// Host-network pods are left out: their address is their node's, and
@@ -44,61 +41,28 @@ pub fn pods(pods: &[Pod]) -> Vec<PodDoc> {
     docs
 }
 
-/// One document per Service that has frontends in `desired`, sorted by
-/// namespace and name.
+/// The document of Service `name` as `cache` last computed it; `None`
+/// when it has no frontend in the desired state (it is gone, headless,
+/// invalid, or lost all its frontends to other Services).
 #[must_use]
-pub fn services(
-    services: &[Service],
-    slices: &[EndpointSlice],
-    desired: &DesiredState,
-    scope: &Scope,
-) -> Vec<ServiceDoc> {
-    let mut frontends: BTreeMap<&ServiceName, Vec<(&L4Addr, Vec<L4Addr>)>> = BTreeMap::new();
-    for (addr, state) in &desired.frontends {
-        frontends
-            .entry(&state.service)
-            .or_default()
-            .push((addr, state.backends.clone()));
+pub fn service(cache: &ServiceCache, name: &ServiceName, scope: &Scope) -> Option<ServiceDoc> {
+    let entry = cache.service(name)?;
+    if entry.frontends.is_empty() {
+        return None;
     }
-    // Indexed once: looking each Service's slices up in the whole list made
-    // every sync pass quadratic in the number of Services.
-    let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
-    for slice in slices.iter().filter(|s| s.address_type == "IPv4") {
-        let label = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL));
-        if let Some(service) = label {
-            let namespace = slice.metadata.namespace.as_deref().unwrap_or("default");
-            by_service
-                .entry((namespace, service.as_str()))
-                .or_default()
-                .push(slice);
-        }
-    }
-    let mut docs = Vec::new();
-    for svc in services {
-        let name = ServiceName {
-            namespace: svc.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-            name: svc.metadata.name.clone().unwrap_or_default(),
-        };
-        let Some(programmed) = frontends.get(&name) else {
-            continue;
-        };
-        let own = by_service
-            .get(&(name.namespace.as_str(), name.name.as_str()))
-            .map_or(&[][..], Vec::as_slice);
-        docs.push(service(svc, name.clone(), programmed, own, scope));
-    }
-    docs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    docs
+    Some(document(
+        entry.service,
+        name.clone(),
+        &entry.frontends,
+        &entry.slices,
+        scope,
+    ))
 }
 
-fn service(
+fn document(
     svc: &Service,
     name: ServiceName,
-    programmed: &[(&L4Addr, Vec<L4Addr>)],
+    programmed: &[(&L4Addr, &FrontendState)],
     slices: &[&EndpointSlice],
     scope: &Scope,
 ) -> ServiceDoc {
@@ -123,13 +87,16 @@ fn service(
             "loadBalancer"
         }
     };
-    let in_use: BTreeSet<L4Addr> = programmed.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let in_use: BTreeSet<L4Addr> = programmed
+        .iter()
+        .flat_map(|(_, f)| f.backends.iter().copied())
+        .collect();
     let frontends = programmed
         .iter()
-        .map(|(addr, backends)| FrontendDoc {
+        .map(|(addr, frontend)| FrontendDoc {
             address: addr.to_string(),
             kind: kind(&addr.ip).to_owned(),
-            backends: backends.iter().map(ToString::to_string).collect(),
+            backends: frontend.backends.iter().map(ToString::to_string).collect(),
         })
         .collect();
     let annotation = svc
@@ -220,6 +187,8 @@ fn backends(slices: &[&EndpointSlice], in_use: &BTreeSet<L4Addr>) -> Vec<Backend
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
@@ -272,12 +241,14 @@ mod tests {
             node_addresses: vec![Ipv4Addr::new(198, 18, 0, 11)],
             ..Scope::default()
         };
-        let (desired, errors) =
-            crate::desired::compute(std::slice::from_ref(&svc), std::slice::from_ref(&slice), &scope);
-        assert!(errors.is_empty(), "{errors:?}");
-        let docs = services(&[svc], &[slice], &desired, &scope);
-        assert_eq!(docs.len(), 1);
-        let doc = &docs[0];
+        let mut cache = ServiceCache::default();
+        cache.update(&[Arc::new(svc)], &[Arc::new(slice)], &scope);
+        assert!(cache.errors().is_empty(), "{:?}", cache.errors());
+        let name = ServiceName {
+            namespace: "x".into(),
+            name: "web".into(),
+        };
+        let doc = service(&cache, &name, &scope).expect("web has frontends");
         assert_eq!(
             (doc.service_type.as_str(), doc.algorithm.as_str()),
             ("NodePort", "random")

@@ -24,6 +24,7 @@
 //! would make a one-endpoint change cost as much as programming everything.
 //! The periodic read still prunes what someone else wrote into the maps.
 
+mod incremental;
 pub mod layout;
 pub mod maglev;
 pub mod masq;
@@ -34,7 +35,7 @@ use std::collections::BTreeMap;
 use weir_common::lb::SVC_FLAG_AFFINITY;
 use weir_common::{Backend4, Service4Key};
 
-use crate::desired::DesiredState;
+use crate::desired::{Changes, DesiredState};
 use crate::maps::{self, LbMaps};
 
 pub use layout::Layout;
@@ -67,11 +68,38 @@ struct Contents {
     maglev: BTreeMap<Service4Key, weir_common::lb::MaglevTable>,
 }
 
+/// What the last complete pass wrote, with what an incremental pass needs
+/// to change it without looking at the rest.
+#[derive(Debug)]
+struct Written {
+    contents: Contents,
+    /// The backends' ids by address.
+    ids: layout::Ids,
+    /// How many slots name each backend id: at zero it leaves the map.
+    refs: std::collections::HashMap<weir_common::BackendId, u32>,
+}
+
+impl Written {
+    fn new(contents: Contents) -> Self {
+        let ids = layout::Ids::of(&contents.backends);
+        let mut refs = std::collections::HashMap::new();
+        for value in contents
+            .services
+            .iter()
+            .filter(|(k, _)| k.backend_slot != 0)
+            .map(|(_, v)| v)
+        {
+            *refs.entry(value.backend_id).or_default() += 1;
+        }
+        Self { contents, ids, refs }
+    }
+}
+
 /// Owns the maps and brings them to the desired state.
 pub struct Reconciler<M> {
     maps: M,
     /// What the last complete pass left in the maps; `None`: read them.
-    written: Option<Contents>,
+    written: Option<Written>,
     /// Passes since the maps were last read in full.
     passes_since_read: u32,
 }
@@ -99,20 +127,41 @@ impl<M: LbMaps> Reconciler<M> {
         &mut self.maps
     }
 
-    /// What the maps hold: what the last pass wrote, or read from them.
-    fn current(&mut self) -> maps::Result<Contents> {
-        match self.written.take() {
-            Some(written) if self.passes_since_read + 1 < FULL_READ_EVERY => {
-                self.passes_since_read += 1;
-                Ok(written)
-            }
-            _ => {
-                self.passes_since_read = 0;
-                Ok(Contents {
-                    services: self.maps.services()?.into_iter().collect(),
-                    backends: self.maps.backends()?.into_iter().collect(),
-                    maglev: self.maps.maglev_tables()?.into_iter().collect(),
-                })
+    /// What the written state says the maps hold, if it is to be trusted
+    /// for this pass; otherwise `None`, and the next read is the kernel's.
+    fn trusted(&mut self) -> Option<Written> {
+        // Taken: a pass that fails part-way leaves `written` empty, so the
+        // next one reads what actually got into the maps.
+        let written = self.written.take()?;
+        if self.passes_since_read + 1 < FULL_READ_EVERY {
+            self.passes_since_read += 1;
+            Some(written)
+        } else {
+            None
+        }
+    }
+
+    /// What the maps hold, read from the kernel.
+    fn read(&mut self) -> maps::Result<Contents> {
+        self.passes_since_read = 0;
+        Ok(Contents {
+            services: self.maps.services()?.into_iter().collect(),
+            backends: self.maps.backends()?.into_iter().collect(),
+            maglev: self.maps.maglev_tables()?.into_iter().collect(),
+        })
+    }
+
+    /// Brings the maps to `desired`, of which `changes` says what changed
+    /// since the last call: only the frontends it names are looked at,
+    /// unless the pass must look at everything (the first, one after a
+    /// failure, every [`FULL_READ_EVERY`]th, or `changes.full`).
+    pub fn reconcile_changes(&mut self, desired: &DesiredState, changes: &Changes) -> maps::Result<Summary> {
+        match self.trusted() {
+            Some(written) if !changes.full => self.reconcile_touched(written, desired, changes),
+            Some(written) => self.reconcile_from(written.contents, desired),
+            None => {
+                let current = self.read()?;
+                self.reconcile_from(current, desired)
             }
         }
     }
@@ -120,13 +169,20 @@ impl<M: LbMaps> Reconciler<M> {
     /// Brings the maps to `desired`. Entries the maps hold but `desired` does
     /// not are pruned, so call this only with a complete desired state.
     pub fn reconcile(&mut self, desired: &DesiredState) -> maps::Result<Summary> {
-        // Taken: a pass that fails part-way leaves `written` empty, so the
-        // next one reads what actually got into the maps.
+        let current = match self.trusted() {
+            Some(written) => written.contents,
+            None => self.read()?,
+        };
+        self.reconcile_from(current, desired)
+    }
+
+    /// A full pass: every entry of `desired` against `current`.
+    fn reconcile_from(&mut self, current: Contents, desired: &DesiredState) -> maps::Result<Summary> {
         let Contents {
             services: current_services,
             backends: current_backends,
             maglev: current_maglev,
-        } = self.current()?;
+        } = current;
         let want = layout::layout(desired, &current_backends);
         let mut summary = Summary {
             frontends: want.services.keys().filter(|k| k.backend_slot == 0).count(),
@@ -184,20 +240,22 @@ impl<M: LbMaps> Reconciler<M> {
                 summary.removed_backends.push(*backend);
             }
         }
-        summary.deleted += self.prune_affinity(&want)?;
-        self.written = Some(Contents {
+        summary.deleted += self.prune_affinity(&want.services)?;
+        self.written = Some(Written::new(Contents {
             services: want.services,
             backends: want.backends,
             maglev: want.maglev,
-        });
+        }));
         Ok(summary)
     }
 
     /// Deletes affinity entries that name a frontend without affinity or a
     /// backend no slot of that frontend holds.
-    fn prune_affinity(&mut self, want: &Layout) -> maps::Result<usize> {
-        let valid: std::collections::BTreeSet<(u32, u16, u8, u32)> = want
-            .services
+    fn prune_affinity(
+        &mut self,
+        services: &BTreeMap<Service4Key, weir_common::Service4Value>,
+    ) -> maps::Result<usize> {
+        let valid: std::collections::BTreeSet<(u32, u16, u8, u32)> = services
             .iter()
             .filter(|(k, _)| k.backend_slot != 0)
             .filter(|(k, _)| {
@@ -205,7 +263,7 @@ impl<M: LbMaps> Reconciler<M> {
                     backend_slot: 0,
                     ..**k
                 };
-                want.services
+                services
                     .get(&master)
                     .is_some_and(|m| m.flags & SVC_FLAG_AFFINITY != 0)
             })
@@ -223,4 +281,4 @@ impl<M: LbMaps> Reconciler<M> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

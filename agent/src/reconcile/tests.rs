@@ -47,7 +47,7 @@ fn three() -> Vec<L4Addr> {
 
 /// Every master count names slots that exist, and every slot names a backend
 /// that exists: what the datapath relies on between any two writes.
-fn assert_consistent(maps: &FakeLbMaps) {
+pub(super) fn assert_consistent(maps: &FakeLbMaps) {
     for (key, value) in maps.services.iter().filter(|(k, _)| k.backend_slot == 0) {
         for slot in 1..=value.count {
             let slot_key = Service4Key {

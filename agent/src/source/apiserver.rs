@@ -11,6 +11,7 @@
 //! last resourceVersion by itself.
 
 use std::fmt::Debug;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -169,23 +170,29 @@ impl Stores {
     #[must_use]
     pub fn snapshot(&self) -> Objects {
         Objects {
-            services: sorted(&self.services),
-            slices: sorted(&self.slices),
-            nodes: sorted(&self.nodes),
-            pods: sorted(&self.pods),
-            namespaces: sorted(&self.namespaces),
-            network_policies: sorted(&self.network_policies),
+            services: shared(&self.services),
+            slices: shared(&self.slices),
+            nodes: copied(&self.nodes),
+            pods: copied(&self.pods),
+            namespaces: copied(&self.namespaces),
+            network_policies: copied(&self.network_policies),
         }
     }
 }
 
-fn sorted<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
-    let mut objects: Vec<K> = store.state().iter().map(|o| K::clone(o)).collect();
+/// The store's objects themselves: the reflector replaces an object's `Arc`
+/// when it changes, so an unchanged object is the same `Arc` as last time.
+fn shared<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<Arc<K>> {
+    let mut objects = store.state();
     objects.sort_by(|a, b| {
-        let key = |o: &K| (o.meta().namespace.clone(), o.meta().name.clone());
-        key(a).cmp(&key(b))
+        let (a, b) = (a.meta(), b.meta());
+        (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
     });
     objects
+}
+
+fn copied<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
+    shared(store).iter().map(|o| K::clone(o)).collect()
 }
 
 /// The running watches; dropping this stops them.

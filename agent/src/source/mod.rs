@@ -9,14 +9,20 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use std::sync::Arc;
 
 /// The objects the desired state is computed from.
+///
+/// Services and EndpointSlices are shared with the source, which hands out
+/// the same `Arc` for an object that did not change since the last
+/// snapshot: a pass recomputes only the Services whose objects are new
+/// (see [`crate::desired::ServiceCache`]), and a snapshot copies no object.
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
     /// Services.
-    pub services: Vec<Service>,
+    pub services: Vec<Arc<Service>>,
     /// EndpointSlices.
-    pub slices: Vec<EndpointSlice>,
+    pub slices: Vec<Arc<EndpointSlice>>,
     /// Nodes (this node's podCIDR; routes to the others).
     pub nodes: Vec<Node>,
     /// Pods (policy subjects; the Kubernetes source lists this node's only).

@@ -5,16 +5,16 @@
 
 mod policy;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use weir_common::IPPROTO_UDP;
 
 use crate::cni_config::CniConfig;
-use crate::desired::{self, NodeState, Scope};
+use crate::desired::{self, Changes, NodeState, Scope, ServiceCache};
 use crate::healthcheck::HealthServers;
 use crate::maps::{self, LbMaps, MasqMaps};
 use crate::ops::Ops;
@@ -68,6 +68,8 @@ pub struct Syncer<M, Q> {
     node_seen: Option<(Option<Ipv4Addr>, Option<Ipv4Network>)>,
     /// Objects the last pass left out, and why.
     skipped: Vec<desired::ObjectError>,
+    /// The load-balancer desired state, recomputed per changed Service.
+    services: ServiceCache,
 }
 
 impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
@@ -95,6 +97,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             failures: Vec::new(),
             node_seen: None,
             skipped: Vec::new(),
+            services: ServiceCache::default(),
         }
     }
 
@@ -183,15 +186,16 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             pod_cidr: local.and_then(|l| l.pod_cidr),
             ..self.settings.clone()
         };
-        let (desired, errors) = desired::compute(&objects.services, &objects.slices, &scope);
+        let changes = self.services.update(&objects.services, &objects.slices, &scope);
+        let errors = self.services.errors();
         state_errors(&self.ops, &errors);
         self.skipped.extend(errors);
-        let mut ok = self.apply_lb(&desired, status);
+        let mut ok = self.apply_lb(&changes, status);
         // After the maps were written: the API never shows a Service the
         // datapath does not have yet.
-        self.publish_view(objects, &desired, &scope);
+        self.publish_view(objects, &changes, &scope, status);
         ok &= self.forget_removed_udp_flows();
-        self.health.update(&desired.health_checks).await;
+        self.health.update(&self.services.state().health_checks).await;
         if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
             if !ensure_forwarding() {
                 self.failed("forwarding", "sysctl", "IPv4 forwarding is off".to_owned());
@@ -218,16 +222,29 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     }
 
     /// What the CLI's API shows of this pass: the node, pods and Services.
-    fn publish_view(&self, objects: &Objects, desired: &desired::DesiredState, scope: &Scope) {
+    fn publish_view(&self, objects: &Objects, changes: &Changes, scope: &Scope, status: &Status) {
         self.ops.publish_node(crate::ops::api::NodeInfo {
             name: scope.node_name.clone(),
             addresses: scope.node_addresses.clone(),
             pod_cidr: scope.pod_cidr.map(|c| c.to_string()),
         });
         self.ops.publish_pods(crate::ops::view::pods(&objects.pods));
-        let services = crate::ops::view::services(&objects.services, &objects.slices, desired, scope);
+        let names: Vec<&desired::ServiceName> = if changes.full {
+            self.services.names().collect()
+        } else {
+            changes.services.iter().collect()
+        };
+        let docs = names
+            .into_iter()
+            .map(|name| {
+                (
+                    name.clone(),
+                    crate::ops::view::service(&self.services, name, scope),
+                )
+            })
+            .collect();
         self.ops
-            .publish_services(services, desired.frontends.len(), desired.backend_count());
+            .publish_services(changes.full, docs, status.frontends, status.backends);
     }
 
     /// Logs this node's address and podCIDR when first known and when they
@@ -249,17 +266,19 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         );
     }
 
-    fn apply_lb(&mut self, desired: &desired::DesiredState, status: &mut Status) -> bool {
-        match self.lb.reconcile(desired) {
+    fn apply_lb(&mut self, changes: &Changes, status: &mut Status) -> bool {
+        match self.lb.reconcile_changes(self.services.state(), changes) {
             Ok(summary) => {
                 self.removed_backends
                     .extend(summary.removed_backends.iter().copied());
                 status.frontends = summary.frontends;
                 status.backends = summary.backends;
-                let services: BTreeSet<_> = desired.frontends.values().map(|f| &f.service).collect();
-                self.ops
-                    .programmed(services.len(), summary.frontends, summary.backends);
-                info!(
+                self.ops.programmed(
+                    self.services.programmed_services(),
+                    summary.frontends,
+                    summary.backends,
+                );
+                debug!(
                     frontends = summary.frontends,
                     backends = summary.backends,
                     updated = summary.updated,

@@ -1,0 +1,398 @@
+//! The load-balancer desired state, kept between passes and brought up to
+//! date by recomputing only the Services whose objects changed.
+//!
+//! A one-endpoint change in a cluster of 10k Services must not cost a pass
+//! over all of them (kube-proxy's change trackers exist for the same
+//! reason). Both sources hand out the same `Arc` for an object that did not
+//! change, so "changed" is pointer identity: a Service is recomputed when
+//! its own object or one of its slices is new or gone, or when the scope
+//! (this node's name, addresses, podCIDR, settings) changed. The merged
+//! state and the list of touched frontends tell the reconciler what to
+//! write.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::service::{self, Contribution};
+use super::{
+    DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, ObjectRef, Reason, Scope, ServiceName,
+};
+
+/// What one [`ServiceCache::update`] changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    /// Everything may have changed (first pass, or the scope changed).
+    pub full: bool,
+    /// Services recomputed.
+    pub services: BTreeSet<ServiceName>,
+    /// Frontends whose entry was added, changed or removed.
+    pub frontends: BTreeSet<L4Addr>,
+    /// Addresses that became, or stopped being, local backends.
+    pub local: BTreeSet<Ipv4Addr>,
+}
+
+/// One Service as the cache holds it.
+pub struct ServiceEntry<'a> {
+    /// The Service.
+    pub service: &'a Service,
+    /// Its IPv4 slices.
+    pub slices: Vec<&'a EndpointSlice>,
+    /// The frontends it holds in the state, by address.
+    pub frontends: Vec<(&'a L4Addr, &'a FrontendState)>,
+}
+
+/// An object as last seen, by identity. Holding the `Arc` keeps its address
+/// from being reused by a new object that would then look unchanged.
+struct Seen<T> {
+    object: Arc<T>,
+    /// The pass that last saw it.
+    pass: u64,
+}
+
+/// The desired load-balancer state, maintained per Service.
+#[derive(Default)]
+pub struct ServiceCache {
+    /// The scope the contributions were computed for.
+    scope: Option<Scope>,
+    pass: u64,
+    /// Keyed by the object's address.
+    services: HashMap<usize, Seen<Service>>,
+    slices: HashMap<usize, Seen<EndpointSlice>>,
+    /// The current Service of each name, and the slices naming each Service.
+    by_name: BTreeMap<ServiceName, Arc<Service>>,
+    slices_of: HashMap<ServiceName, Vec<Arc<EndpointSlice>>>,
+    contributions: BTreeMap<ServiceName, Contribution>,
+    state: DesiredState,
+    /// Frontends claimed by more than one Service: the claims that lost.
+    /// The Service first by namespace/name keeps a frontend, as the API
+    /// server would have refused the later one.
+    shadowed: BTreeMap<L4Addr, BTreeMap<ServiceName, FrontendState>>,
+    /// How many Services count each address as a local backend.
+    local_refs: HashMap<Ipv4Addr, usize>,
+    /// Every claim on each `healthCheckNodePort`; the first Service keeps it.
+    health_claims: BTreeMap<u16, BTreeMap<ServiceName, HealthCheck>>,
+}
+
+impl ServiceCache {
+    /// The desired state as of the last update.
+    #[must_use]
+    pub fn state(&self) -> &DesiredState {
+        &self.state
+    }
+
+    /// Service `name`, its slices and the frontends it holds in the state.
+    #[must_use]
+    pub fn service(&self, name: &ServiceName) -> Option<ServiceEntry<'_>> {
+        let svc = self.by_name.get(name)?;
+        let slices = self
+            .slices_of
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(AsRef::as_ref)
+            .collect();
+        let mut held: Vec<_> = self
+            .contributions
+            .get(name)
+            .into_iter()
+            .flat_map(|c| &c.frontends)
+            .filter_map(|(frontend, _)| {
+                let (key, state) = self.state.frontends.get_key_value(frontend)?;
+                (state.service == *name).then_some((key, state))
+            })
+            .collect();
+        held.sort_unstable_by_key(|(frontend, _)| **frontend);
+        Some(ServiceEntry {
+            service: svc,
+            slices,
+            frontends: held,
+        })
+    }
+
+    /// Every Service known, by name.
+    pub fn names(&self) -> impl Iterator<Item = &ServiceName> {
+        self.by_name.keys()
+    }
+
+    /// Services that program at least one frontend.
+    #[must_use]
+    pub fn programmed_services(&self) -> usize {
+        self.contributions
+            .values()
+            .filter(|c| !c.frontends.is_empty())
+            .count()
+    }
+
+    /// What the current objects cannot give: invalid Services and slices,
+    /// and frontends claimed by a second Service.
+    #[must_use]
+    pub fn errors(&self) -> Vec<ObjectError> {
+        let mut errors: Vec<ObjectError> = self
+            .contributions
+            .values()
+            .flat_map(|c| c.errors.iter().cloned())
+            .collect();
+        for (frontend, losers) in &self.shadowed {
+            let owner = &self.state.frontends[frontend].service;
+            errors.extend(losers.keys().map(|loser| ObjectError {
+                object: ObjectRef {
+                    kind: "Service",
+                    namespace: Some(loser.namespace.clone()),
+                    name: loser.name.clone(),
+                },
+                reason: Reason::DuplicateFrontend {
+                    frontend: *frontend,
+                    owner: owner.clone(),
+                },
+            }));
+        }
+        errors
+    }
+
+    /// Brings the state to `services` and `slices` for `scope`.
+    pub fn update(
+        &mut self,
+        services: &[Arc<Service>],
+        slices: &[Arc<EndpointSlice>],
+        scope: &Scope,
+    ) -> Changes {
+        self.pass += 1;
+        let mut changes = Changes::default();
+        let mut dirty = self.track_services(services);
+        dirty.extend(self.track_slices(slices));
+        if self.scope.as_ref() != Some(scope) {
+            self.scope = Some(scope.clone());
+            changes.full = true;
+            dirty.extend(self.contributions.keys().cloned());
+            dirty.extend(self.by_name.keys().cloned());
+        }
+        for name in dirty {
+            let new = match self.by_name.get(&name) {
+                Some(svc) => {
+                    let slices: Vec<&EndpointSlice> = self
+                        .slices_of
+                        .get(&name)
+                        .into_iter()
+                        .flatten()
+                        .map(AsRef::as_ref)
+                        .collect();
+                    service::contribution(svc, &slices, scope)
+                }
+                None => Contribution::default(),
+            };
+            let old = self.contributions.remove(&name).unwrap_or_default();
+            if old != new {
+                self.replace(&name, old, &new, &mut changes);
+            }
+            if new != Contribution::default() {
+                self.contributions.insert(name.clone(), new);
+            }
+            changes.services.insert(name);
+        }
+        changes
+    }
+
+    /// Notes new and gone Services; returns the names to recompute.
+    fn track_services(&mut self, services: &[Arc<Service>]) -> Vec<ServiceName> {
+        let pass = self.pass;
+        let mut dirty = Vec::new();
+        for svc in services {
+            if let Some(seen) = self.services.get_mut(&address(svc)) {
+                seen.pass = pass;
+                continue;
+            }
+            let name = service::service_name(svc);
+            self.by_name.insert(name.clone(), Arc::clone(svc));
+            dirty.push(name);
+            let seen = Seen {
+                object: Arc::clone(svc),
+                pass,
+            };
+            self.services.insert(address(svc), seen);
+        }
+        let by_name = &mut self.by_name;
+        self.services.retain(|_, seen| {
+            if seen.pass == pass {
+                return true;
+            }
+            let name = service::service_name(&seen.object);
+            // Replaced by a newer object of the same name: that one stays.
+            if by_name.get(&name).is_some_and(|s| Arc::ptr_eq(s, &seen.object)) {
+                by_name.remove(&name);
+            }
+            dirty.push(name);
+            false
+        });
+        dirty
+    }
+
+    /// Notes new and gone slices; returns the Services they belong to.
+    fn track_slices(&mut self, slices: &[Arc<EndpointSlice>]) -> Vec<ServiceName> {
+        let pass = self.pass;
+        let mut dirty = Vec::new();
+        for slice in slices {
+            if let Some(seen) = self.slices.get_mut(&address(slice)) {
+                seen.pass = pass;
+                continue;
+            }
+            if let Some(name) = service::service_of(slice) {
+                self.slices_of
+                    .entry(name.clone())
+                    .or_default()
+                    .push(Arc::clone(slice));
+                dirty.push(name);
+            }
+            let seen = Seen {
+                object: Arc::clone(slice),
+                pass,
+            };
+            self.slices.insert(address(slice), seen);
+        }
+        let slices_of = &mut self.slices_of;
+        self.slices.retain(|_, seen| {
+            if seen.pass == pass {
+                return true;
+            }
+            if let Some(name) = service::service_of(&seen.object) {
+                if let Some(list) = slices_of.get_mut(&name) {
+                    list.retain(|s| !Arc::ptr_eq(s, &seen.object));
+                    if list.is_empty() {
+                        slices_of.remove(&name);
+                    }
+                }
+                dirty.push(name);
+            }
+            false
+        });
+        dirty
+    }
+
+    /// Swaps one Service's `old` contribution for `new` in the merged state.
+    fn replace(&mut self, name: &ServiceName, old: Contribution, new: &Contribution, changes: &mut Changes) {
+        for (frontend, state) in old.frontends {
+            if new.frontends.iter().any(|(f, s)| *f == frontend && *s == state) {
+                continue;
+            }
+            self.unclaim(frontend, name, changes);
+            changes.frontends.insert(frontend);
+        }
+        for (frontend, state) in &new.frontends {
+            if self.claimed_by(*frontend, name) == Some(state) {
+                continue;
+            }
+            self.unclaim(*frontend, name, changes);
+            self.claim(*frontend, state.clone(), changes);
+            changes.frontends.insert(*frontend);
+        }
+        for ip in old.local_backends.difference(&new.local_backends) {
+            if let Some(refs) = self.local_refs.get_mut(ip) {
+                *refs -= 1;
+                if *refs == 0 {
+                    self.local_refs.remove(ip);
+                    self.state.local_backends.remove(ip);
+                    changes.local.insert(*ip);
+                }
+            }
+        }
+        for ip in new.local_backends.difference(&old.local_backends) {
+            let refs = self.local_refs.entry(*ip).or_default();
+            *refs += 1;
+            if *refs == 1 {
+                self.state.local_backends.insert(*ip);
+                changes.local.insert(*ip);
+            }
+        }
+        if old.health_check != new.health_check {
+            if let Some((port, _)) = old.health_check {
+                self.health_claims.entry(port).or_default().remove(name);
+                self.refresh_health(port);
+            }
+            if let Some((port, check)) = &new.health_check {
+                self.health_claims
+                    .entry(*port)
+                    .or_default()
+                    .insert(name.clone(), check.clone());
+                self.refresh_health(*port);
+            }
+        }
+    }
+
+    /// The entry `name` holds for `frontend`, kept or shadowed.
+    fn claimed_by(&self, frontend: L4Addr, name: &ServiceName) -> Option<&FrontendState> {
+        match self.state.frontends.get(&frontend) {
+            Some(state) if state.service == *name => Some(state),
+            _ => self.shadowed.get(&frontend)?.get(name),
+        }
+    }
+
+    /// `state.service` claims `frontend`. A Service that loses or gains a
+    /// frontend this way is not itself recomputed, but its view changes.
+    fn claim(&mut self, frontend: L4Addr, state: FrontendState, changes: &mut Changes) {
+        let Some(owner) = self.state.frontends.get_mut(&frontend) else {
+            self.state.frontends.insert(frontend, state);
+            return;
+        };
+        let loser = if state.service < owner.service {
+            changes.services.insert(owner.service.clone());
+            std::mem::replace(owner, state)
+        } else {
+            state
+        };
+        self.shadowed
+            .entry(frontend)
+            .or_default()
+            .insert(loser.service.clone(), loser);
+    }
+
+    fn unclaim(&mut self, frontend: L4Addr, name: &ServiceName, changes: &mut Changes) {
+        if self
+            .state
+            .frontends
+            .get(&frontend)
+            .is_some_and(|s| s.service == *name)
+        {
+            self.state.frontends.remove(&frontend);
+            // The next claimant in name order takes the frontend over.
+            if let Some(losers) = self.shadowed.get_mut(&frontend)
+                && let Some((_, next)) = losers.pop_first()
+            {
+                if losers.is_empty() {
+                    self.shadowed.remove(&frontend);
+                }
+                changes.services.insert(next.service.clone());
+                self.state.frontends.insert(frontend, next);
+            }
+        } else if let Some(losers) = self.shadowed.get_mut(&frontend) {
+            losers.remove(name);
+            if losers.is_empty() {
+                self.shadowed.remove(&frontend);
+            }
+        }
+    }
+
+    fn refresh_health(&mut self, port: u16) {
+        let first = self
+            .health_claims
+            .get(&port)
+            .and_then(|claims| claims.values().next().cloned());
+        if let Some(check) = first {
+            self.state.health_checks.insert(port, check);
+        } else {
+            self.health_claims.remove(&port);
+            self.state.health_checks.remove(&port);
+        }
+    }
+}
+
+/// An object's identity: where its `Arc` points.
+fn address<T>(object: &Arc<T>) -> usize {
+    Arc::as_ptr(object).addr()
+}
+
+#[cfg(test)]
+#[path = "cache_tests.rs"]
+pub(crate) mod tests;
