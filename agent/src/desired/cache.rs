@@ -14,8 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::source::slim::{EndpointSlice, Service};
 
 use super::service::{self, Contribution};
 use super::{

@@ -6,8 +6,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use crate::source::slim::{EndpointSlice, SERVICE_NAME_LABEL, Service, ServicePort, ServiceSpec};
 
 use super::cache::ServiceCache;
 use super::endpoints::{self, Endpoint};
@@ -15,9 +14,6 @@ use super::{
     Algorithm, DesiredState, FrontendState, HealthCheck, L4Addr, ObjectError, ObjectRef, Protocol, Reason,
     Scope, ServiceName,
 };
-
-/// The label an EndpointSlice carries to say which Service it belongs to.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Computes the desired load-balancer state for the node described by
 /// `scope`. Objects that cannot be used are reported in the returned errors
@@ -365,7 +361,7 @@ fn endpoints_for(
                     continue;
                 }
             };
-            for endpoint in slice.endpoints.iter().flatten() {
+            for endpoint in &slice.endpoints {
                 let conditions = endpoint.conditions.as_ref();
                 // Defaults from the discovery.k8s.io/v1 API documentation.
                 let ready = conditions.and_then(|c| c.ready).unwrap_or(true);

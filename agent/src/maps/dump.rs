@@ -387,7 +387,7 @@ mod tests {
             self.1.remove(&net);
             Ok(())
         }
-        fn forget_udp_flows(&mut self, _: &Backend4) -> Result<usize> {
+        fn forget_udp_flows(&mut self, _: &[Backend4]) -> Result<usize> {
             Ok(0)
         }
     }

@@ -25,9 +25,9 @@ pub trait MasqMaps {
     fn add_skipped(&mut self, net: Ipv4Network) -> Result<()>;
     /// Removes one; a missing entry is success.
     fn delete_skipped(&mut self, net: Ipv4Network) -> Result<()>;
-    /// Forgets the UDP flows of the NAT table that involve `backend`
-    /// (either direction); returns how many entries went.
-    fn forget_udp_flows(&mut self, backend: &Backend4) -> Result<usize>;
+    /// Forgets the UDP flows of the NAT table that involve any of
+    /// `backends` (either direction); returns how many entries went.
+    fn forget_udp_flows(&mut self, backends: &[Backend4]) -> Result<usize>;
 }
 
 /// The pinned masquerade maps.
@@ -93,11 +93,12 @@ impl MasqMaps for PinnedMasqMaps {
         ignore_missing(self.skip.remove(&trie_key(net))).map_err(map_err(MASQ_SKIP_MAP, "delete"))
     }
 
-    fn forget_udp_flows(&mut self, backend: &Backend4) -> Result<usize> {
+    fn forget_udp_flows(&mut self, backends: &[Backend4]) -> Result<usize> {
+        // One walk of the table for all of them: it holds every flow.
         let mut stale = Vec::new();
         for entry in &self.nat {
             let (key, value) = entry.map_err(map_err(NAT_MAP, "iterate"))?;
-            if key.proto == IPPROTO_UDP && involves(&key, &value.rewrite, *backend) {
+            if key.proto == IPPROTO_UDP && backends.iter().any(|b| involves(&key, &value.rewrite, *b)) {
                 stale.push(key);
             }
         }

@@ -9,8 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::source::slim::{EndpointSlice, Service};
 
 use super::api::{BackendDoc, FrontendDoc, PodDoc, ServiceDoc};
 use crate::desired::ALGORITHM_ANNOTATION;
@@ -151,7 +152,7 @@ fn backends(slices: &[&EndpointSlice], in_use: &BTreeSet<L4Addr>) -> Vec<Backend
                 "UDP" => crate::desired::Protocol::Udp,
                 _ => continue,
             };
-            for endpoint in slice.endpoints.iter().flatten() {
+            for endpoint in &slice.endpoints {
                 let c = endpoint.conditions.as_ref();
                 let ready = c.and_then(|c| c.ready).unwrap_or(true);
                 let serving = c.and_then(|c| c.serving).unwrap_or(ready);

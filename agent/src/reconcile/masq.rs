@@ -95,7 +95,7 @@ mod tests {
             self.1.remove(&net);
             Ok(())
         }
-        fn forget_udp_flows(&mut self, _: &weir_common::Backend4) -> maps::Result<usize> {
+        fn forget_udp_flows(&mut self, _: &[weir_common::Backend4]) -> maps::Result<usize> {
             Ok(0)
         }
     }

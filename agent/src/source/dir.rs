@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+
+use super::slim::{EndpointSlice, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 

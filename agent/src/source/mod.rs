@@ -4,9 +4,11 @@
 pub mod access;
 pub mod apiserver;
 pub mod dir;
+pub mod slim;
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+pub use slim::{EndpointSlice, Service};
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::sync::Arc;
@@ -70,7 +72,30 @@ macro_rules! trim_metadata_only {
     )*};
 }
 
-trim_metadata_only!(Service, EndpointSlice, Node, Namespace, NetworkPolicy);
+trim_metadata_only!(Node, Namespace, NetworkPolicy);
+
+impl Trim for Service {
+    /// Of the metadata only weir's own annotations (the algorithm) stay:
+    /// `kubectl apply` stores the whole object again in an annotation.
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        self.metadata.labels = None;
+        self.metadata.owner_references = None;
+        let annotations = self.metadata.annotations.take();
+        self.metadata.annotations = slim::keep_only(annotations, |k| k.starts_with("weir.dev/"));
+    }
+}
+
+impl Trim for EndpointSlice {
+    /// Of the labels only the one naming the Service stays.
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        self.metadata.annotations = None;
+        self.metadata.owner_references = None;
+        let labels = self.metadata.labels.take();
+        self.metadata.labels = slim::keep_only(labels, |k| k == slim::SERVICE_NAME_LABEL);
+    }
+}
 
 impl Trim for Pod {
     /// Pods of every node are kept (a NetworkPolicy peer is a pod anywhere,

@@ -301,18 +301,24 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     /// picks a live backend. Connected sockets socket-LB sent there are
     /// aborted, once and best effort: the application's next socket moves.
     fn forget_removed_udp_flows(&mut self) -> bool {
-        while let Some(backend) = self.removed_backends.last().copied() {
-            match self.masq.forget_udp_flows(&backend) {
-                Ok(n) if n > 0 => info!(entries = n, "forgot UDP flows of a removed backend"),
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(error = %e, "cannot clear UDP flows of a removed backend; retrying");
-                    self.failed("udp_flows", map_reason(&e), format!("UDP flows: {e}"));
-                    return false;
-                }
+        // Only UDP: a TCP flow ends by itself, and walking the whole NAT
+        // table for each removed TCP backend made every endpoint change
+        // cost milliseconds.
+        self.removed_backends.retain(|b| b.proto == IPPROTO_UDP);
+        if self.removed_backends.is_empty() {
+            return true;
+        }
+        match self.masq.forget_udp_flows(&self.removed_backends) {
+            Ok(0) => {}
+            Ok(n) => info!(entries = n, "forgot UDP flows of removed backends"),
+            Err(e) => {
+                warn!(error = %e, "cannot clear UDP flows of removed backends; retrying");
+                self.failed("udp_flows", map_reason(&e), format!("UDP flows: {e}"));
+                return false;
             }
-            self.removed_backends.pop();
-            if let Some(sockets) = self.sockets.as_ref().filter(|_| backend.proto == IPPROTO_UDP) {
+        }
+        for backend in std::mem::take(&mut self.removed_backends) {
+            if let Some(sockets) = &self.sockets {
                 match sockets.terminate(&backend) {
                     Ok(0) => {}
                     Ok(n) => info!(sockets = n, "aborted connected UDP sockets of a removed backend"),
