@@ -34,12 +34,44 @@ pub struct Changes {
     pub local: BTreeSet<Ipv4Addr>,
 }
 
+/// A Service's contribution as kept between passes: its frontends' entries
+/// live in the state (or among the shadowed claims) only, not twice.
+#[derive(Debug, Default)]
+struct Kept {
+    frontends: Vec<L4Addr>,
+    /// Sorted.
+    local_backends: Vec<Ipv4Addr>,
+    /// The `healthCheckNodePort` and its local endpoints.
+    health_check: Option<(u16, usize)>,
+    errors: Vec<ObjectError>,
+}
+
+impl Kept {
+    fn of(contribution: Contribution) -> Self {
+        Self {
+            frontends: contribution.frontends.into_iter().map(|(f, _)| f).collect(),
+            local_backends: contribution.local_backends.into_iter().collect(),
+            health_check: contribution
+                .health_check
+                .map(|(port, check)| (port, check.local_endpoints)),
+            errors: contribution.errors,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frontends.is_empty()
+            && self.local_backends.is_empty()
+            && self.health_check.is_none()
+            && self.errors.is_empty()
+    }
+}
+
 /// One Service as the cache holds it.
 pub struct ServiceEntry<'a> {
     /// The Service.
-    pub service: &'a Service,
+    pub service: &'a Arc<Service>,
     /// Its IPv4 slices.
-    pub slices: Vec<&'a EndpointSlice>,
+    pub slices: Vec<&'a Arc<EndpointSlice>>,
     /// The frontends it holds in the state, by address.
     pub frontends: Vec<(&'a L4Addr, &'a FrontendState)>,
 }
@@ -64,7 +96,7 @@ pub struct ServiceCache {
     /// The current Service of each name, and the slices naming each Service.
     by_name: BTreeMap<ServiceName, Arc<Service>>,
     slices_of: HashMap<ServiceName, Vec<Arc<EndpointSlice>>>,
-    contributions: BTreeMap<ServiceName, Contribution>,
+    contributions: BTreeMap<ServiceName, Kept>,
     state: DesiredState,
     /// Frontends claimed by more than one Service: the claims that lost.
     /// The Service first by namespace/name keeps a frontend, as the API
@@ -87,19 +119,13 @@ impl ServiceCache {
     #[must_use]
     pub fn service(&self, name: &ServiceName) -> Option<ServiceEntry<'_>> {
         let svc = self.by_name.get(name)?;
-        let slices = self
-            .slices_of
-            .get(name)
-            .into_iter()
-            .flatten()
-            .map(AsRef::as_ref)
-            .collect();
+        let slices = self.slices_of.get(name).into_iter().flatten().collect();
         let mut held: Vec<_> = self
             .contributions
             .get(name)
             .into_iter()
             .flat_map(|c| &c.frontends)
-            .filter_map(|(frontend, _)| {
+            .filter_map(|frontend| {
                 let (key, state) = self.state.frontends.get_key_value(frontend)?;
                 (state.service == *name).then_some((key, state))
             })
@@ -184,11 +210,13 @@ impl ServiceCache {
                 None => Contribution::default(),
             };
             let old = self.contributions.remove(&name).unwrap_or_default();
+            let old = self.expand(&name, old);
             if old != new {
                 self.replace(&name, old, &new, &mut changes);
             }
-            if new != Contribution::default() {
-                self.contributions.insert(name.clone(), new);
+            let kept = Kept::of(new);
+            if !kept.is_empty() {
+                self.contributions.insert(name.clone(), kept);
             }
             changes.services.insert(name);
         }
@@ -317,6 +345,26 @@ impl ServiceCache {
                     .insert(name.clone(), check.clone());
                 self.refresh_health(*port);
             }
+        }
+    }
+
+    /// The contribution `kept` stands for, with the entries from the state.
+    fn expand(&self, name: &ServiceName, kept: Kept) -> Contribution {
+        Contribution {
+            frontends: kept
+                .frontends
+                .into_iter()
+                .filter_map(|f| Some((f, self.claimed_by(f, name)?.clone())))
+                .collect(),
+            local_backends: kept.local_backends.into_iter().collect(),
+            health_check: kept.health_check.map(|(port, local_endpoints)| {
+                let check = HealthCheck {
+                    service: name.clone(),
+                    local_endpoints,
+                };
+                (port, check)
+            }),
+            errors: kept.errors,
         }
     }
 

@@ -64,10 +64,13 @@ impl NodeState {
 /// errors, just not ready. A node whose podCIDR is invalid or overlaps one
 /// already taken is reported and skipped.
 #[must_use]
-pub fn compute_nodes(nodes: &[Node], this_node: &str) -> (NodeState, Vec<ObjectError>) {
+pub fn compute_nodes<N: std::borrow::Borrow<Node>>(
+    nodes: &[N],
+    this_node: &str,
+) -> (NodeState, Vec<ObjectError>) {
     let mut errors = Vec::new();
     let mut state = NodeState::default();
-    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    let mut sorted: Vec<&Node> = nodes.iter().map(std::borrow::Borrow::borrow).collect();
     // This node first, so its podCIDR wins any overlap; then by name.
     sorted.sort_by_key(|n| {
         (

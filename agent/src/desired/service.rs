@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use crate::source::slim::{EndpointSlice, SERVICE_NAME_LABEL, Service, ServicePort, ServiceSpec};
+use crate::source::slim::{EndpointSlice, Service, ServicePort, ServiceSpec};
 
 use super::cache::ServiceCache;
 use super::endpoints::{self, Endpoint};
@@ -274,14 +274,14 @@ pub(super) fn service_of(slice: &EndpointSlice) -> Option<ServiceName> {
     if slice.address_type != "IPv4" {
         return None;
     }
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    let service = slice.service_name()?;
     Some(ServiceName {
         namespace: slice
             .metadata
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into()),
-        name: service.clone(),
+        name: service.to_owned(),
     })
 }
 

@@ -188,8 +188,11 @@ pub(super) struct View {
     pub(super) generation: u64,
     pub(super) counts: Counts,
     pub(super) skipped: Vec<String>,
-    /// By namespace and name: a pass replaces only the Services it changed.
-    pub(super) services: std::collections::BTreeMap<(String, String), ServiceDoc>,
+    /// By name: a pass replaces only the Services it changed. Rendered
+    /// when asked for, with `scope`.
+    pub(super) services: std::collections::BTreeMap<crate::desired::ServiceName, super::view::ServiceInputs>,
+    /// What the Services were computed for.
+    pub(super) scope: crate::desired::Scope,
     pub(super) endpoints: Vec<EndpointDoc>,
     pub(super) pods: Vec<PodDoc>,
 }
@@ -198,7 +201,14 @@ pub(super) struct View {
 pub(super) async fn route(ops: &Ops, path: &str) -> Option<Response> {
     Some(match path {
         "/v1/status" => Response::json(&status(ops).await),
-        "/v1/services" => ops.with_view(|v| Response::json(&v.services.values().collect::<Vec<_>>())),
+        "/v1/services" => ops.with_view(|v| {
+            let docs: Vec<ServiceDoc> = v
+                .services
+                .iter()
+                .map(|(name, inputs)| super::view::document(inputs, name.clone(), &v.scope))
+                .collect();
+            Response::json(&docs)
+        }),
         "/v1/endpoints" => ops.with_view(|v| Response::json(&v.endpoints)),
         "/v1/pods" => ops.with_view(|v| Response::json(&v.pods)),
         _ => return None,

@@ -6,8 +6,15 @@
 //! scraped, never in the sync loop. The maps are opened by their pins, not
 //! through the reconciler: the counts then include what the datapath itself
 //! writes (NAT, affinity), and a scrape never waits for a sync pass.
+//!
+//! The load-balancer maps only the agent writes: their counts come from
+//! what its last pass wrote ([`MapCensus::written`]) instead of a walk —
+//! at 10k Services and 100k endpoints the walk of those two maps alone
+//! took a fifth of a second of kernel time per scrape.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aya::Pod;
 use aya::maps::lpm_trie::LpmTrie;
@@ -47,6 +54,9 @@ const MAPS: [(&str, &str); 5] = [
 #[derive(Debug, Clone)]
 pub struct MapCensus {
     bpffs: PathBuf,
+    /// Entries of the maps only the agent writes, by pin name, as its
+    /// last complete pass left them.
+    written: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
 impl MapCensus {
@@ -55,7 +65,14 @@ impl MapCensus {
     pub fn new(bpffs: &Path) -> Self {
         Self {
             bpffs: bpffs.to_owned(),
+            written: Arc::default(),
         }
+    }
+
+    /// The agent's last pass left `entries` in the map pinned as `pin`.
+    pub fn written(&self, pin: &'static str, entries: usize) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        written.insert(pin, entries as u64);
     }
 
     /// The bpffs directory the maps are pinned under (`/v1/policy/verdict`
@@ -69,9 +86,14 @@ impl MapCensus {
     /// at debug level: a scrape must not fail for one map).
     #[must_use]
     pub fn count(&self) -> Vec<MapCount> {
+        let written = self
+            .written
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         MAPS.iter()
             .filter_map(|(label, pin)| {
-                count(&self.bpffs.join(pin), pin)
+                count(&self.bpffs.join(pin), pin, written.get(pin).copied())
                     .inspect_err(|e| tracing::debug!(map = pin, error = %e, "cannot count map"))
                     .ok()
                     .map(|(entries, capacity)| MapCount {
@@ -84,11 +106,15 @@ impl MapCensus {
     }
 }
 
-/// (entries, capacity) of the map pinned at `path` as `pin`.
-fn count(path: &Path, pin: &str) -> Result<(u64, u64), MapError> {
+/// (entries, capacity) of the map pinned at `path` as `pin`; `known`: its
+/// entries, if they need no walk.
+fn count(path: &Path, pin: &str, known: Option<u64>) -> Result<(u64, u64), MapError> {
     let data = MapData::from_pin(path)?;
     let capacity = u64::from(data.info()?.max_entries());
-    let entries = count_entries(data, pin)?.unwrap_or(capacity);
+    let entries = match known {
+        Some(entries) => entries,
+        None => count_entries(data, pin)?.unwrap_or(capacity),
+    };
     Ok((entries, capacity))
 }
 

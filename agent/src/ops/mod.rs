@@ -237,6 +237,16 @@ impl Ops {
         read(&self.view_mut())
     }
 
+    /// What the load balancer's last pass left in its maps (they need no
+    /// walk to be counted).
+    pub fn lb_entries(&self, services: usize, backends: usize, maglev: usize) {
+        if let Some(census) = &self.inner.census {
+            census.written(weir_common::lb::SERVICES_MAP, services);
+            census.written(weir_common::lb::BACKENDS_MAP, backends);
+            census.written(weir_common::lb::MAGLEV_MAP, maglev);
+        }
+    }
+
     /// The map census, if the maps are counted.
     fn census(&self) -> Option<MapCensus> {
         self.inner.census.clone()
@@ -258,19 +268,20 @@ impl Ops {
     pub fn publish_services(
         &self,
         full: bool,
-        services: Vec<(ServiceName, Option<api::ServiceDoc>)>,
+        services: Vec<(ServiceName, Option<view::ServiceInputs>)>,
+        scope: &crate::desired::Scope,
         frontends: usize,
         backends: usize,
     ) {
         let mut view = self.view_mut();
         if full {
             view.services.clear();
+            view.scope = scope.clone();
         }
-        for (name, doc) in services {
-            let key = (name.namespace, name.name);
-            match doc {
-                Some(doc) => view.services.insert(key, doc),
-                None => view.services.remove(&key),
+        for (name, inputs) in services {
+            match inputs {
+                Some(inputs) => view.services.insert(name, inputs),
+                None => view.services.remove(&name),
             };
         }
         view.counts.services = view.services.len();

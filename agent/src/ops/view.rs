@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 
@@ -15,15 +16,16 @@ use crate::source::slim::{EndpointSlice, Service};
 
 use super::api::{BackendDoc, FrontendDoc, PodDoc, ServiceDoc};
 use crate::desired::ALGORITHM_ANNOTATION;
-use crate::desired::{Algorithm, FrontendState, L4Addr, Scope, ServiceCache, ServiceName};
+use crate::desired::{Algorithm, L4Addr, Scope, ServiceCache, ServiceName};
 
 /// Every pod with an IPv4 address of its own, sorted by namespace and name.
 /// Host-network pods are left out: their address is their node's, and
 /// naming a node address after one of its pods would mislead.
 #[must_use]
-pub fn pods(pods: &[Pod]) -> Vec<PodDoc> {
+pub fn pods<P: std::borrow::Borrow<Pod>>(pods: &[P]) -> Vec<PodDoc> {
     let mut docs: Vec<PodDoc> = pods
         .iter()
+        .map(std::borrow::Borrow::borrow)
         .filter(|p| !p.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false))
         .filter_map(|p| {
             let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
@@ -42,31 +44,46 @@ pub fn pods(pods: &[Pod]) -> Vec<PodDoc> {
     docs
 }
 
-/// The document of Service `name` as `cache` last computed it; `None`
-/// when it has no frontend in the desired state (it is gone, headless,
-/// invalid, or lost all its frontends to other Services).
+/// What one Service's document is made from, kept between passes. The
+/// document itself is made when asked for: 10k rendered documents held
+/// more memory than the whole desired state.
+#[derive(Debug, Clone)]
+pub struct ServiceInputs {
+    /// The Service (shared with the source).
+    service: Arc<Service>,
+    /// Its slices (shared with the source).
+    slices: Vec<Arc<EndpointSlice>>,
+    /// The frontends it holds and their backends, by address.
+    frontends: Vec<(L4Addr, Vec<L4Addr>)>,
+}
+
+/// What Service `name`'s document is made from, as `cache` last computed
+/// it; `None` when it has no frontend in the desired state (it is gone,
+/// headless, invalid, or lost all its frontends to other Services).
 #[must_use]
-pub fn service(cache: &ServiceCache, name: &ServiceName, scope: &Scope) -> Option<ServiceDoc> {
+pub fn service(cache: &ServiceCache, name: &ServiceName) -> Option<ServiceInputs> {
     let entry = cache.service(name)?;
     if entry.frontends.is_empty() {
         return None;
     }
-    Some(document(
-        entry.service,
-        name.clone(),
-        &entry.frontends,
-        &entry.slices,
-        scope,
-    ))
+    Some(ServiceInputs {
+        service: Arc::clone(entry.service),
+        slices: entry.slices.into_iter().cloned().collect(),
+        frontends: entry
+            .frontends
+            .into_iter()
+            .map(|(addr, state)| (*addr, state.backends.clone()))
+            .collect(),
+    })
 }
 
-fn document(
-    svc: &Service,
-    name: ServiceName,
-    programmed: &[(&L4Addr, &FrontendState)],
-    slices: &[&EndpointSlice],
-    scope: &Scope,
-) -> ServiceDoc {
+/// The document of Service `name`.
+#[must_use]
+pub fn document(inputs: &ServiceInputs, name: ServiceName, scope: &Scope) -> ServiceDoc {
+    let svc = &inputs.service;
+    let programmed = &inputs.frontends;
+    let slices: Vec<&EndpointSlice> = inputs.slices.iter().map(AsRef::as_ref).collect();
+    let slices = slices.as_slice();
     let spec = svc.spec.clone().unwrap_or_default();
     let parse =
         |ips: &[String]| -> BTreeSet<Ipv4Addr> { ips.iter().filter_map(|ip| ip.parse().ok()).collect() };
@@ -88,16 +105,13 @@ fn document(
             "loadBalancer"
         }
     };
-    let in_use: BTreeSet<L4Addr> = programmed
-        .iter()
-        .flat_map(|(_, f)| f.backends.iter().copied())
-        .collect();
+    let in_use: BTreeSet<L4Addr> = programmed.iter().flat_map(|(_, b)| b.iter().copied()).collect();
     let frontends = programmed
         .iter()
-        .map(|(addr, frontend)| FrontendDoc {
+        .map(|(addr, backends)| FrontendDoc {
             address: addr.to_string(),
             kind: kind(&addr.ip).to_owned(),
-            backends: frontend.backends.iter().map(ToString::to_string).collect(),
+            backends: backends.iter().map(ToString::to_string).collect(),
         })
         .collect();
     let annotation = svc
@@ -188,8 +202,6 @@ fn backends(slices: &[&EndpointSlice], in_use: &BTreeSet<L4Addr>) -> Vec<Backend
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     fn parse<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
@@ -249,7 +261,8 @@ mod tests {
             namespace: "x".into(),
             name: "web".into(),
         };
-        let doc = service(&cache, &name, &scope).expect("web has frontends");
+        let inputs = service(&cache, &name).expect("web has frontends");
+        let doc = document(&inputs, name, &scope);
         assert_eq!(
             (doc.service_type.as_str(), doc.algorithm.as_str()),
             ("NodePort", "random")

@@ -45,6 +45,8 @@ impl<M: LbMaps> Reconciler<M> {
         }
         summary.frontends = desired.frontends.len();
         summary.backends = w.contents.backends.len();
+        summary.service_entries = w.contents.services.len();
+        summary.maglev_tables = w.contents.maglev.len();
         self.written = Some(w);
         Ok(summary)
     }

@@ -47,6 +47,10 @@ pub struct Summary {
     pub frontends: usize,
     /// Backends now programmed.
     pub backends: usize,
+    /// Entries now in the service map (masters and slots).
+    pub service_entries: usize,
+    /// Maglev tables now in their map.
+    pub maglev_tables: usize,
     /// Entries inserted or replaced.
     pub updated: usize,
     /// Entries deleted.
@@ -241,6 +245,8 @@ impl<M: LbMaps> Reconciler<M> {
             }
         }
         summary.deleted += self.prune_affinity(&want.services)?;
+        summary.service_entries = want.services.len();
+        summary.maglev_tables = want.maglev.len();
         self.written = Some(Written::new(Contents {
             services: want.services,
             backends: want.backends,

@@ -173,10 +173,10 @@ impl Stores {
         Objects {
             services: shared(&self.services),
             slices: shared(&self.slices),
-            nodes: copied(&self.nodes),
-            pods: copied(&self.pods),
-            namespaces: copied(&self.namespaces),
-            network_policies: copied(&self.network_policies),
+            nodes: shared(&self.nodes),
+            pods: shared(&self.pods),
+            namespaces: shared(&self.namespaces),
+            network_policies: shared(&self.network_policies),
         }
     }
 }
@@ -190,10 +190,6 @@ fn shared<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<
         (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
     });
     objects
-}
-
-fn copied<K: kube::Resource<DynamicType = ()> + Clone>(store: &Store<K>) -> Vec<K> {
-    shared(store).iter().map(|o| K::clone(o)).collect()
 }
 
 /// The running watches; dropping this stops them.

@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 /// The objects the desired state is computed from.
 ///
-/// Services and EndpointSlices are shared with the source, which hands out
-/// the same `Arc` for an object that did not change since the last
-/// snapshot: a pass recomputes only the Services whose objects are new
-/// (see [`crate::desired::ServiceCache`]), and a snapshot copies no object.
+/// Objects are shared with the source, which hands out the same `Arc` for
+/// an object that did not change since the last snapshot: a pass
+/// recomputes only the Services whose objects are new (see
+/// [`crate::desired::ServiceCache`]), leaves the node's routes and policies
+/// alone when no Node, Pod, Namespace or NetworkPolicy changed, and a
+/// snapshot copies no object.
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
     /// Services.
@@ -26,13 +28,13 @@ pub struct Objects {
     /// EndpointSlices.
     pub slices: Vec<Arc<EndpointSlice>>,
     /// Nodes (this node's podCIDR; routes to the others).
-    pub nodes: Vec<Node>,
-    /// Pods (policy subjects; the Kubernetes source lists this node's only).
-    pub pods: Vec<Pod>,
+    pub nodes: Vec<Arc<Node>>,
+    /// Pods (policy subjects and peers).
+    pub pods: Vec<Arc<Pod>>,
     /// Namespaces (their labels select policy peers).
-    pub namespaces: Vec<Namespace>,
+    pub namespaces: Vec<Arc<Namespace>>,
     /// `NetworkPolicies`.
-    pub network_policies: Vec<NetworkPolicy>,
+    pub network_policies: Vec<Arc<NetworkPolicy>>,
 }
 
 impl Objects {
@@ -87,13 +89,16 @@ impl Trim for Service {
 }
 
 impl Trim for EndpointSlice {
-    /// Of the labels only the one naming the Service stays.
+    /// Of the labels only the Service's name stays, in its own field.
     fn trim(&mut self) {
         trim_metadata(&mut self.metadata);
         self.metadata.annotations = None;
         self.metadata.owner_references = None;
-        let labels = self.metadata.labels.take();
-        self.metadata.labels = slim::keep_only(labels, |k| k == slim::SERVICE_NAME_LABEL);
+        if let Some(mut labels) = self.metadata.labels.take() {
+            self.service_name = labels
+                .remove(slim::SERVICE_NAME_LABEL)
+                .or(self.service_name.take());
+        }
     }
 }
 

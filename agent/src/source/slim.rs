@@ -137,6 +137,22 @@ pub struct EndpointSlice {
     pub endpoints: Vec<Endpoint>,
     /// Ports.
     pub ports: Option<Vec<EndpointPort>>,
+    /// The Service it belongs to, moved out of its label when the object
+    /// is trimmed: a map of one label costs a 540-byte tree node.
+    #[serde(skip)]
+    pub service_name: Option<String>,
+}
+
+impl EndpointSlice {
+    /// The name of the Service it belongs to: the `kubernetes.io/service-name`
+    /// label, kept or moved.
+    #[must_use]
+    pub fn service_name(&self) -> Option<&str> {
+        self.service_name.as_deref().or_else(|| {
+            let labels = self.metadata.labels.as_ref()?;
+            labels.get(SERVICE_NAME_LABEL).map(String::as_str)
+        })
+    }
 }
 
 /// discovery.k8s.io/v1 `Endpoint`.
@@ -213,7 +229,7 @@ resource!(
 );
 
 /// Keeps only `keep` of a map of labels or annotations; `None` when
-/// nothing is left.
+/// nothing is left (an empty map still costs its node).
 pub(super) fn keep_only(
     map: Option<BTreeMap<String, String>>,
     keep: impl Fn(&str) -> bool,

@@ -7,6 +7,7 @@ mod policy;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ipnetwork::Ipv4Network;
@@ -70,6 +71,42 @@ pub struct Syncer<M, Q> {
     skipped: Vec<desired::ObjectError>,
     /// The load-balancer desired state, recomputed per changed Service.
     services: ServiceCache,
+    /// What the node's routes, masquerade, policies and CNI config were
+    /// last brought fully in place for; `None`: they are not.
+    node_done: Option<NodeInputs>,
+    /// What the node part of that pass left out (policies that do not
+    /// compile), reported again while it stands.
+    node_skipped: Vec<desired::ObjectError>,
+}
+
+/// The objects the node part of a pass depends on, by identity: the
+/// sources hand out the same `Arc` for an object that did not change.
+struct NodeInputs {
+    nodes: Vec<Arc<k8s_openapi::api::core::v1::Node>>,
+    pods: Vec<Arc<k8s_openapi::api::core::v1::Pod>>,
+    namespaces: Vec<Arc<k8s_openapi::api::core::v1::Namespace>>,
+    network_policies: Vec<Arc<k8s_openapi::api::networking::v1::NetworkPolicy>>,
+}
+
+impl NodeInputs {
+    fn of(objects: &Objects) -> Self {
+        Self {
+            nodes: objects.nodes.clone(),
+            pods: objects.pods.clone(),
+            namespaces: objects.namespaces.clone(),
+            network_policies: objects.network_policies.clone(),
+        }
+    }
+
+    fn same(&self, objects: &Objects) -> bool {
+        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| Arc::ptr_eq(a, b))
+        }
+        same(&self.nodes, &objects.nodes)
+            && same(&self.pods, &objects.pods)
+            && same(&self.namespaces, &objects.namespaces)
+            && same(&self.network_policies, &objects.network_policies)
+    }
 }
 
 impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
@@ -98,6 +135,8 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             node_seen: None,
             skipped: Vec::new(),
             services: ServiceCache::default(),
+            node_done: None,
+            node_skipped: Vec::new(),
         }
     }
 
@@ -196,13 +235,43 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         self.publish_view(objects, &changes, &scope, status);
         ok &= self.forget_removed_udp_flows();
         self.health.update(&self.services.state().health_checks).await;
-        if let (Some(state), Some(node)) = (&node_state, self.node.clone()) {
+        let Some((state, node)) = node_state.zip(self.node.clone()) else {
+            return ok;
+        };
+        // Routes, masquerade, policies and the CNI config depend on Nodes,
+        // Pods, Namespaces and NetworkPolicies only: a pass for a Service
+        // or endpoint change leaves them be (it took the node's netlink
+        // dumps and policy maps milliseconds, and at times far more).
+        if self.node_done.as_ref().is_some_and(|done| done.same(objects)) {
+            for e in &self.node_skipped {
+                self.ops.object_skipped(e.object.kind);
+            }
+            self.skipped.extend(self.node_skipped.iter().cloned());
+            return ok;
+        }
+        let node_ok = self.sync_node(objects, &state, &node, status).await;
+        self.node_done = node_ok.then(|| NodeInputs::of(objects));
+        ok && node_ok
+    }
+
+    /// The node part of a pass: forwarding, routes, masquerade, policies,
+    /// the CNI config.
+    async fn sync_node(
+        &mut self,
+        objects: &Objects,
+        state: &NodeState,
+        node: &NodeOptions,
+        status: &mut Status,
+    ) -> bool {
+        let mut ok = true;
+        let skipped_before = self.skipped.len();
+        {
             if !ensure_forwarding() {
                 self.failed("forwarding", "sysctl", "IPv4 forwarding is off".to_owned());
                 ok = false;
             }
-            ok &= self.apply_routes(state, &node, status).await;
-            ok &= self.apply_masquerade(state, &node);
+            ok &= self.apply_routes(state, node, status).await;
+            ok &= self.apply_masquerade(state, node);
             if let Some(policy) = &mut self.policy {
                 let addresses = policy::node_addresses(Some(state));
                 let failures = policy
@@ -213,11 +282,12 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
                     ok = false;
                 }
             }
-            if let Err(e) = write_cni_config(state, &node, status) {
+            if let Err(e) = write_cni_config(state, node, status) {
                 self.failed("cni_config", "io", format!("CNI config: {e}"));
                 ok = false;
             }
         }
+        self.node_skipped = self.skipped[skipped_before..].to_vec();
         ok
     }
 
@@ -228,7 +298,9 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
             addresses: scope.node_addresses.clone(),
             pod_cidr: scope.pod_cidr.map(|c| c.to_string()),
         });
-        self.ops.publish_pods(crate::ops::view::pods(&objects.pods));
+        if !self.node_done.as_ref().is_some_and(|done| done.same(objects)) {
+            self.ops.publish_pods(crate::ops::view::pods(&objects.pods));
+        }
         let names: Vec<&desired::ServiceName> = if changes.full {
             self.services.names().collect()
         } else {
@@ -236,15 +308,10 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         };
         let docs = names
             .into_iter()
-            .map(|name| {
-                (
-                    name.clone(),
-                    crate::ops::view::service(&self.services, name, scope),
-                )
-            })
+            .map(|name| (name.clone(), crate::ops::view::service(&self.services, name)))
             .collect();
         self.ops
-            .publish_services(changes.full, docs, status.frontends, status.backends);
+            .publish_services(changes.full, docs, scope, status.frontends, status.backends);
     }
 
     /// Logs this node's address and podCIDR when first known and when they
@@ -278,6 +345,8 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
                     summary.frontends,
                     summary.backends,
                 );
+                self.ops
+                    .lb_entries(summary.service_entries, summary.backends, summary.maglev_tables);
                 debug!(
                     frontends = summary.frontends,
                     backends = summary.backends,

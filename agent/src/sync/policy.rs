@@ -16,6 +16,11 @@ use crate::reconcile::policy as reconcile;
 use crate::source::Objects;
 use crate::verdicts::{self, Hub};
 
+/// Copies of shared objects.
+fn owned<T: Clone>(objects: &[std::sync::Arc<T>]) -> Vec<T> {
+    objects.iter().map(|o| T::clone(o)).collect()
+}
+
 /// What enforcing policies needs beyond the objects.
 pub struct PolicyEnforcement {
     maps: Box<dyn PolicyMaps + Send>,
@@ -86,10 +91,17 @@ impl PolicyEnforcement {
             Some(previous) => hints.with_rules_of(previous),
             None => hints,
         };
+        // Copies for the compiler, made only on passes that compile (when
+        // a Pod, Namespace, NetworkPolicy or Node changed).
+        let (policies, namespaces, pods) = (
+            owned(&objects.network_policies),
+            owned(&objects.namespaces),
+            owned(&objects.pods),
+        );
         let input = PolicyInput {
-            policies: &objects.network_policies,
-            namespaces: &objects.namespaces,
-            pods: &objects.pods,
+            policies: &policies,
+            namespaces: &namespaces,
+            pods: &pods,
             node_name,
         };
         let mut state = policy::compile(&input, &hints);
