@@ -22,8 +22,18 @@ const AF_INET: u8 = 2;
 /// stack have the packet (which will then report or drop it).
 #[inline(always)]
 pub fn redirect(ctx: &TcContext, proto: u8, to: &NatRewrite) -> Option<i32> {
+    let mut params = core::mem::MaybeUninit::<bpf_fib_lookup>::uninit();
+    // Zeroed word by word (u32: the struct's alignment is 4): `mem::zeroed`
+    // becomes a call to a byte-at-a-time memset loop on this target.
+    let words = params.as_mut_ptr().cast::<u32>();
+    for k in 0..core::mem::size_of::<bpf_fib_lookup>() / 4 {
+        // SAFETY: within the 64-byte struct; volatile keeps the stores from
+        // being turned back into a memset call.
+        unsafe { words.add(k).write_volatile(0) };
+    }
     // SAFETY: an all-zero bpf_fib_lookup is a valid request skeleton.
-    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    // Borrowed in place: moving it out would copy the zeros again.
+    let params = unsafe { params.assume_init_mut() };
     params.family = AF_INET;
     params.l4_protocol = proto;
     params.sport = to.sport;
@@ -35,7 +45,7 @@ pub fn redirect(ctx: &TcContext, proto: u8, to: &NatRewrite) -> Option<i32> {
     #[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "a 64-byte struct")]
     let size = core::mem::size_of::<bpf_fib_lookup>() as i32;
     // SAFETY: params is a valid, writable bpf_fib_lookup of `size` bytes.
-    let rc = unsafe { fib_lookup(ctx.as_ptr(), &raw mut params, size, 0) };
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), &raw mut *params, size, 0) };
     #[expect(clippy::cast_sign_loss, reason = "checked non-negative")]
     let found = rc >= 0 && (rc as u32 == BPF_FIB_LKUP_RET_SUCCESS || rc as u32 == BPF_FIB_LKUP_RET_NO_NEIGH);
     if !found {

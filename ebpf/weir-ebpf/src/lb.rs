@@ -48,7 +48,7 @@ pub fn select_backend(
     external_only: bool,
     flow_hash: Option<u32>,
 ) -> Verdict {
-    let mut key = Service4Key { address, port, backend_slot: 0, proto, pad: [0; 3] };
+    let mut key = service_key(address, port, proto);
     // SAFETY: the value is copied out at once; a concurrent agent update can at
     // worst give us the old or the new master, both of which name written slots.
     let Some(master) = (unsafe { SERVICES.get(&key) }).copied() else {
@@ -64,8 +64,9 @@ pub fn select_backend(
     }
     let affinity = master.flags & SVC_FLAG_AFFINITY != 0;
     let affinity_key = Affinity4Key { client, address, port, proto, pad: 0 };
+    // Only affinity needs the time: no clock read for other frontends.
     // SAFETY: no arguments, cannot fail.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = if affinity { unsafe { bpf_ktime_get_ns() } } else { 0 };
     if affinity && let Some(backend) = sticky_backend(&affinity_key, master.backend_id, now) {
         return Verdict::Backend(backend);
     }
@@ -99,13 +100,35 @@ pub fn select_backend(
     Verdict::Backend(backend)
 }
 
+/// The master key of frontend `address:port/proto`, written as three
+/// words: a literal's `pad: [0; 3]` compiles to a call to a byte-wise memset
+/// loop on this target.
+#[inline(always)]
+fn service_key(address: u32, port: u16, proto: u8) -> Service4Key {
+    const _: () = assert!(cfg!(target_endian = "little"), "the words below are laid out little-endian");
+    let mut key = core::mem::MaybeUninit::<Service4Key>::uninit();
+    let words = key.as_mut_ptr().cast::<u32>();
+    // SAFETY: three aligned u32 words fill the 12-byte, 4-aligned key: the
+    // address; the port with slot 0 above it; the protocol with zero padding
+    // above it.
+    unsafe {
+        words.write(address);
+        words.add(1).write(u32::from(port));
+        words.add(2).write(u32::from(proto));
+        key.assume_init()
+    }
+}
+
 /// The backend `key`'s client used within `timeout_secs`, refreshed. The
 /// agent removes entries whose backend left the frontend, so a backend found
 /// here is still one of its backends.
 #[inline(always)]
 fn sticky_backend(key: &Affinity4Key, timeout_secs: u32, now: u64) -> Option<Backend4> {
-    // SAFETY: copied out at once.
-    let last = (unsafe { AFFINITY.get(key) }).copied()?;
+    let entry = AFFINITY.get_ptr(key)?;
+    // SAFETY: a map value stays valid for the program's run; read field by
+    // field (a whole-struct copy compiles to a call to a byte-wise memmove).
+    let last =
+        unsafe { Affinity4Value { last_used_ns: (*entry).last_used_ns, backend_id: (*entry).backend_id, pad: 0 } };
     if now.saturating_sub(last.last_used_ns) > u64::from(timeout_secs) * 1_000_000_000 {
         return None;
     }

@@ -37,6 +37,7 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
         return Outcome::Pass;
     }
     // The reply (outside → node:port) goes back to the pod.
+    let now = nat::now();
     let back = NatRewrite { saddr: packet.daddr, daddr: packet.saddr, sport: packet.dport, dport: packet.sport };
     let Some(port) = nat::reserve_port(
         config.node_ip,
@@ -48,11 +49,12 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
         &back,
         NAT_ORIGIN_MASQ,
         NAT_F_SNAT,
+        now,
     ) else {
         return Outcome::Drop;
     };
     let out = NatRewrite { saddr: config.node_ip, daddr: packet.daddr, sport: port, dport: packet.dport };
-    if nat::insert(&packet.key(NAT_EGRESS), &nat::entry(&out, NAT_ORIGIN_MASQ, NAT_F_SNAT)).is_err() {
+    if nat::insert(&packet.key(NAT_EGRESS), &nat::entry(&out, NAT_ORIGIN_MASQ, NAT_F_SNAT, now)).is_err() {
         return Outcome::Drop;
     }
     Outcome::Rewrite(out)

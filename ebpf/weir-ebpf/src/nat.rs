@@ -2,7 +2,7 @@
 //! shared by the uplink programs.
 
 use aya_ebpf::bindings::BPF_NOEXIST;
-use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_coarse_ns, bpf_ktime_get_ns};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, LruHashMap};
 use weir_common::nat::{NAT_F_REPLY, NAT_MAP_CAPACITY, NAT_PORT_MAX, NAT_PORT_MIN, NAT_REFRESH_NS};
@@ -27,27 +27,39 @@ pub fn node_config() -> Option<MasqConfig> {
 /// The rewrite for a packet's tuple at one hook, if its flow is known; the
 /// entry's last-seen time is refreshed (at most once per `NAT_REFRESH_NS`,
 /// so a busy flow does not dirty its cache line on every packet).
+///
+/// Whether to refresh is decided on the coarse clock (the same
+/// `CLOCK_MONOTONIC`, as of the last tick): reading it costs a fraction of
+/// the precise one, which is then read only for the time actually
+/// recorded — once a second per flow instead of on every packet. Lagging by
+/// up to a tick, the coarse time can be below a `last_seen_ns` recorded
+/// within the last tick: that is no time elapsed (saturating), not a wrap.
 #[inline(always)]
 pub fn lookup(key: &Nat4Key) -> Option<NatRewrite> {
     let entry = NAT.get_ptr_mut(key)?;
-    // SAFETY: bpf_ktime_get_ns takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: no arguments, cannot fail.
+    let coarse = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: a map value stays valid for the program's run. Only
     // `last_seen_ns` is written in place (an aligned 8-byte store, so readers
     // see the old or the new time); the rewrite is only ever replaced whole.
     unsafe {
-        if now.wrapping_sub((*entry).last_seen_ns) > NAT_REFRESH_NS {
-            (*entry).last_seen_ns = now;
+        if coarse.saturating_sub((*entry).last_seen_ns) > NAT_REFRESH_NS {
+            (*entry).last_seen_ns = now();
         }
         Some((*entry).rewrite)
     }
 }
 
-/// The table entry of a new flow's `rewrite`, created now.
+/// The time a new flow is set up at: one clock read for all its entries.
 #[inline(always)]
-pub fn entry(rewrite: &NatRewrite, origin: u8, flags: u8) -> Nat4Entry {
+pub fn now() -> u64 {
     // SAFETY: bpf_ktime_get_ns takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The table entry of a new flow's `rewrite`, created `now` (see [`now`]).
+#[inline(always)]
+pub fn entry(rewrite: &NatRewrite, origin: u8, flags: u8, now: u64) -> Nat4Entry {
     Nat4Entry { rewrite: *rewrite, origin, flags, pad: [0; 2], created_ns: now, last_seen_ns: now }
 }
 
@@ -64,7 +76,7 @@ pub fn insert(key: &Nat4Key, entry: &Nat4Entry) -> Result<(), i32> {
 /// `BPF_NOEXIST`, which is what makes a port reserved: two CPUs racing for
 /// one port cannot both win. An existing reply entry with the same rewrite
 /// is the same flow (its other entry was evicted) and is reused. The reply
-/// entry records `origin` and `flags` (plus [`NAT_F_REPLY`]).
+/// entry records `origin` and `flags` (plus [`NAT_F_REPLY`]), created `now`.
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "a flow's tuple, taken apart for the verifier")]
 pub fn reserve_port(
@@ -77,8 +89,9 @@ pub fn reserve_port(
     reply: &NatRewrite,
     origin: u8,
     flags: u8,
+    now: u64,
 ) -> Option<u16> {
-    let value = entry(reply, origin, flags | NAT_F_REPLY);
+    let value = entry(reply, origin, flags | NAT_F_REPLY, now);
     for attempt in 0..PORT_TRIES {
         let port = if attempt == 0 {
             preferred

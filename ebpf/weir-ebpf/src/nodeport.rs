@@ -38,6 +38,7 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
         Verdict::NotAService | Verdict::NoBackend => return Outcome::Pass,
         Verdict::Backend(backend) => backend,
     };
+    let now = nat::now();
     // What the reply must become: from the frontend to the client.
     let reply = NatRewrite { saddr: packet.daddr, daddr: packet.saddr, sport: packet.dport, dport: packet.sport };
     // The forward entry, and whether it moves the source to the node.
@@ -52,7 +53,7 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
             direction: NAT_EGRESS,
             pad: [0; 2],
         };
-        if nat::insert(&reply_key, &nat::entry(&reply, NAT_ORIGIN_NODEPORT, NAT_F_REPLY)).is_err() {
+        if nat::insert(&reply_key, &nat::entry(&reply, NAT_ORIGIN_NODEPORT, NAT_F_REPLY, now)).is_err() {
             return Outcome::Drop;
         }
         let forward = NatRewrite { saddr: packet.saddr, daddr: backend.address, sport: packet.sport, dport: backend.port };
@@ -69,13 +70,14 @@ pub fn new_flow(packet: &Packet, config: &MasqConfig) -> Outcome {
             &reply,
             NAT_ORIGIN_NODEPORT,
             NAT_F_SNAT,
+            now,
         ) else {
             return Outcome::Drop;
         };
         let forward = NatRewrite { saddr: config.node_ip, daddr: backend.address, sport: port, dport: backend.port };
         (forward, NAT_F_SNAT)
     };
-    if nat::insert(&packet.key(NAT_INGRESS), &nat::entry(&forward, NAT_ORIGIN_NODEPORT, flags)).is_err() {
+    if nat::insert(&packet.key(NAT_INGRESS), &nat::entry(&forward, NAT_ORIGIN_NODEPORT, flags, now)).is_err() {
         return Outcome::Drop;
     }
     Outcome::Rewrite(forward)

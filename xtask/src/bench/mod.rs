@@ -44,8 +44,12 @@ use self::services::{NODE_PORT, PEER_NODE_PORT, PORT, ServiceSet};
 use self::stats::Spread;
 use self::topology::Topology;
 
-/// Backend pods of the probed Service (and endpoints of every Service).
-const ENDPOINTS: usize = 4;
+/// Endpoints of every Service: 10k Services are then the 100k endpoints
+/// the targets are stated for.
+const ENDPOINTS: usize = 10;
+
+/// Real backend pods behind the probed Service.
+const BACKEND_PODS: usize = 4;
 
 /// What to measure.
 #[derive(Clone, Debug, Serialize)]
@@ -223,7 +227,7 @@ pub fn run(bin_dir: &Path, object: &Path, settings: &Settings, out: &Path) -> Re
 
 fn measure_size(bin_dir: &Path, object: &Path, settings: &Settings, count: usize) -> Result<SizeResult> {
     // The probed Service's endpoints are real pods: at most 4 of them.
-    let topology = Topology::new(bin_dir, settings.endpoints.min(ENDPOINTS))?;
+    let topology = Topology::new(bin_dir, settings.endpoints.min(BACKEND_PODS))?;
     let result = measure_on(&topology, object, settings, count);
     // Explicit teardown reports what failed; drop would only print it.
     let torn = topology.teardown();

@@ -30,13 +30,13 @@ use super::services::TARGET_PORT;
 /// The node's name in the harness.
 const NODE: &str = "node-1";
 
-/// Map capacities given to the agent: 30k Services × 4 endpoints need
-/// 150k service-map entries (frontends × (backends + 1)) and 120k
-/// backends; 10k × 10 need 110k and 100k. Also what the packet-cost
-/// worker declares when it opens the same pinned maps.
+/// Map capacities given to the agent: 30k Services × 10 endpoints need
+/// 330k service-map entries (frontends × (backends + 1)) and 300k
+/// backends. Also what the packet-cost worker declares when it opens the
+/// same pinned maps.
 pub const MAP_SIZES: MapSizes = MapSizes {
-    services: 262_144,
-    backends: 262_144,
+    services: 524_288,
+    backends: 524_288,
     affinity: 65_536,
     nat: 262_144,
 };
