@@ -76,12 +76,45 @@ pub struct ServiceEntry<'a> {
     pub frontends: Vec<(&'a L4Addr, &'a FrontendState)>,
 }
 
-/// An object as last seen, by identity. Holding the `Arc` keeps its address
-/// from being reused by a new object that would then look unchanged.
+/// Objects as last seen, by identity (where their `Arc` points). Holding
+/// the `Arc`s keeps an address from being reused by a new object that
+/// would then look unchanged.
 struct Seen<T> {
-    object: Arc<T>,
-    /// The pass that last saw it.
-    pass: u64,
+    /// By address: the object and the call that last saw it.
+    objects: HashMap<usize, (Arc<T>, u64)>,
+    calls: u64,
+}
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Self {
+            objects: HashMap::new(),
+            calls: 0,
+        }
+    }
+}
+
+impl<T> Seen<T> {
+    /// Notes `objects` as the current ones; returns those not seen before
+    /// and those seen before but not now.
+    fn update<'a>(&mut self, objects: &'a [Arc<T>]) -> (Vec<&'a Arc<T>>, Vec<Arc<T>>) {
+        self.calls += 1;
+        let call = self.calls;
+        let mut new = Vec::new();
+        for object in objects {
+            let entry = self.objects.entry(Arc::as_ptr(object).addr());
+            entry.and_modify(|(_, seen)| *seen = call).or_insert_with(|| {
+                new.push(object);
+                (Arc::clone(object), call)
+            });
+        }
+        let gone = self
+            .objects
+            .extract_if(|_, (_, seen)| *seen != call)
+            .map(|(_, (object, _))| object)
+            .collect();
+        (new, gone)
+    }
 }
 
 /// The desired load-balancer state, maintained per Service.
@@ -89,10 +122,8 @@ struct Seen<T> {
 pub struct ServiceCache {
     /// The scope the contributions were computed for.
     scope: Option<Scope>,
-    pass: u64,
-    /// Keyed by the object's address.
-    services: HashMap<usize, Seen<Service>>,
-    slices: HashMap<usize, Seen<EndpointSlice>>,
+    services: Seen<Service>,
+    slices: Seen<EndpointSlice>,
     /// The current Service of each name, and the slices naming each Service.
     by_name: BTreeMap<ServiceName, Arc<Service>>,
     slices_of: HashMap<ServiceName, Vec<Arc<EndpointSlice>>>,
@@ -185,7 +216,6 @@ impl ServiceCache {
         slices: &[Arc<EndpointSlice>],
         scope: &Scope,
     ) -> Changes {
-        self.pass += 1;
         let mut changes = Changes::default();
         let mut dirty = self.track_services(services);
         dirty.extend(self.track_slices(slices));
@@ -225,47 +255,29 @@ impl ServiceCache {
 
     /// Notes new and gone Services; returns the names to recompute.
     fn track_services(&mut self, services: &[Arc<Service>]) -> Vec<ServiceName> {
-        let pass = self.pass;
-        let mut dirty = Vec::new();
-        for svc in services {
-            if let Some(seen) = self.services.get_mut(&address(svc)) {
-                seen.pass = pass;
-                continue;
-            }
+        let (new, gone) = self.services.update(services);
+        let mut dirty = Vec::with_capacity(new.len() + gone.len());
+        for svc in new {
             let name = service::service_name(svc);
             self.by_name.insert(name.clone(), Arc::clone(svc));
             dirty.push(name);
-            let seen = Seen {
-                object: Arc::clone(svc),
-                pass,
-            };
-            self.services.insert(address(svc), seen);
         }
-        let by_name = &mut self.by_name;
-        self.services.retain(|_, seen| {
-            if seen.pass == pass {
-                return true;
-            }
-            let name = service::service_name(&seen.object);
+        for old in gone {
+            let name = service::service_name(&old);
             // Replaced by a newer object of the same name: that one stays.
-            if by_name.get(&name).is_some_and(|s| Arc::ptr_eq(s, &seen.object)) {
-                by_name.remove(&name);
+            if self.by_name.get(&name).is_some_and(|s| Arc::ptr_eq(s, &old)) {
+                self.by_name.remove(&name);
             }
             dirty.push(name);
-            false
-        });
+        }
         dirty
     }
 
     /// Notes new and gone slices; returns the Services they belong to.
     fn track_slices(&mut self, slices: &[Arc<EndpointSlice>]) -> Vec<ServiceName> {
-        let pass = self.pass;
-        let mut dirty = Vec::new();
-        for slice in slices {
-            if let Some(seen) = self.slices.get_mut(&address(slice)) {
-                seen.pass = pass;
-                continue;
-            }
+        let (new, gone) = self.slices.update(slices);
+        let mut dirty = Vec::with_capacity(new.len() + gone.len());
+        for slice in new {
             if let Some(name) = service::service_of(slice) {
                 self.slices_of
                     .entry(name.clone())
@@ -273,28 +285,19 @@ impl ServiceCache {
                     .push(Arc::clone(slice));
                 dirty.push(name);
             }
-            let seen = Seen {
-                object: Arc::clone(slice),
-                pass,
-            };
-            self.slices.insert(address(slice), seen);
         }
-        let slices_of = &mut self.slices_of;
-        self.slices.retain(|_, seen| {
-            if seen.pass == pass {
-                return true;
-            }
-            if let Some(name) = service::service_of(&seen.object) {
-                if let Some(list) = slices_of.get_mut(&name) {
-                    list.retain(|s| !Arc::ptr_eq(s, &seen.object));
-                    if list.is_empty() {
-                        slices_of.remove(&name);
-                    }
+        for old in gone {
+            let Some(name) = service::service_of(&old) else {
+                continue;
+            };
+            if let Some(list) = self.slices_of.get_mut(&name) {
+                list.retain(|s| !Arc::ptr_eq(s, &old));
+                if list.is_empty() {
+                    self.slices_of.remove(&name);
                 }
-                dirty.push(name);
             }
-            false
-        });
+            dirty.push(name);
+        }
         dirty
     }
 
@@ -433,11 +436,6 @@ impl ServiceCache {
             self.state.health_checks.remove(&port);
         }
     }
-}
-
-/// An object's identity: where its `Arc` points.
-fn address<T>(object: &Arc<T>) -> usize {
-    Arc::as_ptr(object).addr()
 }
 
 #[cfg(test)]

@@ -317,7 +317,16 @@ fn measure_on(topology: &Topology, object: &Path, settings: &Settings, count: us
         );
         let measured = measure_peer(topology, peer, &set, settings, &mut runs);
         let flushed = rules::flush(&node_netns);
-        result.peers.insert(peer.name().to_owned(), measured?);
+        // The full run reports a peer's own limit (iptables-legacy cannot
+        // load 30k Services × 10 endpoints) and goes on; the quick run,
+        // CI's, fails on any error.
+        match measured {
+            Ok(measured) => drop(result.peers.insert(peer.name().to_owned(), measured)),
+            Err(e) if !settings.quick => result
+                .notes
+                .push(format!("{} not measured at {count} Services: {e:#}", peer.name())),
+            Err(e) => return Err(e),
+        }
         flushed?;
         if !rules::is_empty(&node_netns)? {
             bail!(
