@@ -232,7 +232,10 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         let mut ok = self.apply_lb(&changes, status);
         // After the maps were written: the API never shows a Service the
         // datapath does not have yet.
-        self.publish_view(objects, &changes, &scope, status);
+        // Whether the node part is in place for these very objects: asked
+        // once, for the pods view and for the node part.
+        let node_settled = self.node_done.as_ref().is_some_and(|done| done.same(objects));
+        self.publish_view(objects, &changes, &scope, status, node_settled);
         ok &= self.forget_removed_udp_flows();
         self.health.update(&self.services.state().health_checks).await;
         let Some((state, node)) = node_state.zip(self.node.clone()) else {
@@ -242,7 +245,7 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
         // Pods, Namespaces and NetworkPolicies only: a pass for a Service
         // or endpoint change leaves them be (it took the node's netlink
         // dumps and policy maps milliseconds, and at times far more).
-        if self.node_done.as_ref().is_some_and(|done| done.same(objects)) {
+        if node_settled {
             for e in &self.node_skipped {
                 self.ops.object_skipped(e.object.kind);
             }
@@ -292,13 +295,20 @@ impl<M: LbMaps, Q: MasqMaps> Syncer<M, Q> {
     }
 
     /// What the CLI's API shows of this pass: the node, pods and Services.
-    fn publish_view(&self, objects: &Objects, changes: &Changes, scope: &Scope, status: &Status) {
+    fn publish_view(
+        &self,
+        objects: &Objects,
+        changes: &Changes,
+        scope: &Scope,
+        status: &Status,
+        pods_unchanged: bool,
+    ) {
         self.ops.publish_node(crate::ops::api::NodeInfo {
             name: scope.node_name.clone(),
             addresses: scope.node_addresses.clone(),
             pod_cidr: scope.pod_cidr.map(|c| c.to_string()),
         });
-        if !self.node_done.as_ref().is_some_and(|done| done.same(objects)) {
+        if !pods_unchanged {
             self.ops.publish_pods(crate::ops::view::pods(&objects.pods));
         }
         let names: Vec<&desired::ServiceName> = if changes.full {
